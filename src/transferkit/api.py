@@ -1,0 +1,226 @@
+"""``fit``: data -> backbone -> strategy -> evaluation against a scratch control -> saved model + report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backbones import create_backbone
+from .data import load_data, make_splits
+from .data.dataset import Dataset, Splits
+from .evaluation import classification_metrics
+from .model import TransferModel
+from .progress import out_console as console
+from .strategies import STRATEGIES, RunContext, make_config
+from .strategies.scratch import ControlResult, run_scratch
+
+DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the trained model, test metrics of transfer and scratch, and the run record."""
+
+    model: TransferModel
+    metrics: dict[str, dict[str, float]]
+    record: dict[str, Any]
+    out: Path | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The comparison as a markdown table."""
+        lines = ["| model | accuracy | macro-F1 | wall time (s) | trainable params |", "|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(
+                f"| {r['name']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['wall_s']:.1f} | "
+                f"{r['trainable_parameters']:,} |"
+            )
+        return "\n".join(lines)
+
+
+def fit(
+    data: Any,
+    backbone: str | None = None,
+    strategy: str = "linear-probe",
+    *,
+    out: str | Path | None = None,
+    seed: int = 0,
+    per_class: int | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    max_test: int | None = None,
+    text_column: str | None = None,
+    label_column: str = "label",
+    image_column: str | None = None,
+    encoding: str = "utf-8",
+    scratch: bool = True,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    **strategy_options: Any,
+) -> FitResult:
+    """Train ``strategy`` on ``backbone`` over ``data`` and compare it with a from-scratch control.
+
+    ``data`` is a built-in dataset name, an image folder, a CSV/JSONL file or a ``Dataset``. The backbone defaults
+    to the offline pack for the data's modality. Extra keyword options go to the strategy's config dataclass
+    (e.g. ``head="mlp"``). With ``out``, the model is saved to ``out/model`` and the report to ``out/``.
+    """
+    ds = load_data(
+        data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
+    )
+    strat = STRATEGIES.get(strategy)
+    config = make_config(strat, strategy_options)
+    splits = make_splits(ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
+    spec = backbone or DEFAULT_BACKBONES[ds.modality]
+    t0 = time.perf_counter()
+    bb = create_backbone(spec)
+    load_s = time.perf_counter() - t0
+    ctx = RunContext(
+        seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, progress=progress
+    )
+    t0 = time.perf_counter()
+    result = strat.run(bb, ds, splits, config, ctx)
+    transfer_s = time.perf_counter() - t0
+    y_test = ds.targets[splits.test]
+    n_classes = len(ds.classes)
+    metrics = {"transfer": classification_metrics(y_test, result.test_pred, n_classes)}
+    rows = [
+        {
+            "name": f"{strategy} ({spec})",
+            **metrics["transfer"],
+            "wall_s": transfer_s,
+            "trainable_parameters": result.info.get("trainable_parameters", 0),
+        }
+    ]
+    control: ControlResult | None = None
+    if scratch:
+        control = run_scratch(ds, splits, seed=seed, progress=progress)
+        metrics["scratch"] = classification_metrics(y_test, control.test_pred, n_classes)
+        rows.append(
+            {
+                "name": f"scratch: {control.description}",
+                **metrics["scratch"],
+                "wall_s": control.wall_s,
+                "trainable_parameters": control.trainable_parameters,
+            }
+        )
+    record = _record(
+        ds, splits, spec, strategy, config, seed, metrics, result.info, result.timings, control, load_s, transfer_s
+    )
+    fit_result = FitResult(result.model, metrics, record, Path(out) if out else None, rows)
+    if out is not None:
+        write_run(fit_result, Path(out))
+    return fit_result
+
+
+def _record(
+    ds: Dataset,
+    splits: Splits,
+    spec: str,
+    strategy: str,
+    config: Any,
+    seed: int,
+    metrics: dict[str, Any],
+    info: dict[str, Any],
+    timings: dict[str, float],
+    control: ControlResult | None,
+    load_s: float,
+    transfer_s: float,
+) -> dict[str, Any]:
+    """Everything needed to re-run and check the numbers: config, seed, data hash, versions."""
+    from dataclasses import asdict
+
+    import torch
+
+    return {
+        "transferkit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": {
+            "name": ds.name,
+            "modality": ds.modality,
+            "classes": ds.classes,
+            "size": len(ds),
+            "content_hash": ds.content_hash(),
+            "splits": splits.to_dict(),
+        },
+        "backbone": spec,
+        "strategy": strategy,
+        "config": asdict(config),
+        "seed": seed,
+        "metrics": metrics,
+        "strategy_info": info,
+        "timings_s": {
+            "backbone_load": load_s,
+            "transfer_total": transfer_s,
+            **timings,
+            **({"scratch_total": control.wall_s} if control else {}),
+        },
+        "scratch": (
+            {"description": control.description, "trainable_parameters": control.trainable_parameters, **control.info}
+            if control
+            else None
+        ),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
+def write_run(result: FitResult, out: Path) -> None:
+    """``out/model`` (the saved model), ``out/run.json`` (the record) and ``out/report.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.model.save(out / "model")
+    (out / "run.json").write_text(json.dumps(result.record, indent=2, default=str))
+    r = result.record
+    text = [
+        f"# transferkit run: {r['data']['name']}",
+        "",
+        f"- backbone `{r['backbone']}`, strategy `{r['strategy']}`, seed {r['seed']}",
+        f"- data: {r['data']['size']} items, {len(r['data']['classes'])} classes, content hash "
+        f"`{r['data']['content_hash']}`; splits {r['data']['splits']}",
+        "",
+        result.table(),
+        "",
+        verdict_line(result.metrics),
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(text))
+
+
+def verdict_line(metrics: dict[str, dict[str, float]]) -> str:
+    """One sentence comparing transfer with scratch on a single seed (no interval: run seeds for that)."""
+    if "scratch" not in metrics:
+        return "No scratch control was run."
+    diff = 100 * (metrics["transfer"]["accuracy"] - metrics["scratch"]["accuracy"])
+    word = "higher" if diff >= 0 else "lower"
+    return (
+        f"Transfer accuracy is {abs(diff):.1f} points {word} than scratch on this seed "
+        "(single seed: no confidence interval)."
+    )
+
+
+def print_result(result: FitResult) -> None:
+    """Rich table of the comparison on the console."""
+    from rich.table import Table
+
+    table = Table(title=f"{result.record['data']['name']}: test set ({result.record['data']['splits']['test']})")
+    for col in ("model", "accuracy", "macro-F1", "wall time", "trainable params"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in result.rows:
+        table.add_row(
+            r["name"],
+            f"{r['accuracy']:.2%}",
+            f"{r['macro_f1']:.4f}",
+            f"{r['wall_s']:.1f} s",
+            f"{r['trainable_parameters']:,}",
+        )
+    console.print(table)
+    console.print(verdict_line(result.metrics))

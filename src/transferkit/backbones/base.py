@@ -1,0 +1,155 @@
+"""The Backbone contract: a pretrained network that knows its own preprocessing and embeds a batch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import DataError
+
+Modality = Literal["image", "text"]
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How an image becomes a tensor for this backbone (timm's data config)."""
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    crop_mode: str = "center"
+    kind: ClassVar[str] = "image"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+    def transform(self) -> Any:
+        """A callable PIL.Image -> float tensor (C, H, W)."""
+        from timm.data import create_transform
+
+        return create_transform(
+            input_size=self.input_size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+            crop_pct=self.crop_pct,
+            crop_mode=self.crop_mode,
+            is_training=False,
+        )
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    """How a text becomes token ids for this backbone and how token states become one vector."""
+
+    tokenizer: str = ""
+    max_length: int = 256
+    pooling: Literal["mean", "cls", "last"] = "mean"
+    normalize: bool = False
+    kind: ClassVar[str] = "text"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **asdict(self)}
+
+
+Preprocess = ImagePreprocess | TextPreprocess
+
+
+def preprocess_from_dict(d: dict[str, Any]) -> Preprocess:
+    """Inverse of ``Preprocess.to_dict``."""
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "image":
+        for key in ("input_size", "mean", "std"):
+            d[key] = tuple(d[key])
+        return ImagePreprocess(**d)
+    return TextPreprocess(**d)
+
+
+def load_image(item: Any) -> Any:
+    """Open one image item (path, PIL image or uint8 array) as an RGB PIL image, or raise DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, np.ndarray):
+        arr = item
+        if arr.dtype != np.uint8:
+            raise DataError(f"Image arrays must be uint8 (0-255), got dtype {arr.dtype}.")
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+            raise DataError(f"Image arrays must be HxW or HxWx3, got shape {arr.shape}.")
+        return Image.fromarray(arr).convert("RGB")
+    path = Path(item)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"Image file {path} does not exist.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            f"Cannot read image {path}: it is not a readable image file ({type(e).__name__}: {e}). "
+            "Remove or replace it."
+        ) from None
+
+
+class Backbone(nn.Module):
+    """A pretrained feature extractor: ``forward(batch) -> (B, feature_dim)``.
+
+    Subclasses implement ``prepare`` (raw items -> model inputs), ``forward`` and ``blocks()`` (the stages from
+    input to output, for later unfreezing).
+    """
+
+    def __init__(
+        self, spec: str, modality: Modality, feature_dim: int, preprocess: Preprocess, pretrained: bool = True
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.modality: Modality = modality
+        self.feature_dim = feature_dim
+        self.preprocess = preprocess
+        self.pretrained = pretrained
+        self._fingerprint: str | None = None
+
+    def prepare(self, items: Sequence[Any]) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(device)
+        return {k: v.to(device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def embed(self, items: Sequence[Any]) -> torch.Tensor:
+        """Features for raw items, in eval mode and without gradients."""
+        self.eval()
+        device = next(self.parameters()).device
+        return self(self.to_device(self.prepare(items), device)).float()
+
+    def fingerprint(self) -> str:
+        """Hash of the spec, the preprocessing and every weight: keys the feature cache."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.spec.encode())
+            h.update(repr(sorted(self.preprocess.to_dict().items())).encode())
+            for name, t in self.state_dict().items():
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:24]
+        return self._fingerprint
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,108 @@
+"""Backbone spec strings (``source:name[?key=value&...]`` or a local folder) -> Backbone."""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import TransferkitError
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .base import Backbone
+
+SourceFactory = Callable[[str, dict[str, str]], "Backbone"]
+SOURCES: Registry[SourceFactory] = Registry("backbone source")
+
+
+def register_source(prefix: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Register a factory for specs that start with ``prefix:``."""
+    return SOURCES.register(prefix)
+
+
+def parse_bool(value: str, key: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise TransferkitError(f"Option {key}={value!r} must be true or false.")
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """Split ``source:name?k=v&k2=v2`` into (source, name, options)."""
+    head, _, query = spec.partition("?")
+    source, sep, name = head.partition(":")
+    if not sep or not name:
+        raise TransferkitError(
+            f"Backbone spec {spec!r} is neither a local folder nor of the form source:name "
+            f"(sources: {', '.join(SOURCES)}; e.g. pack:efficientnet-lite0, timm:resnet50, hf:bert-base-uncased)."
+        )
+    options: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise TransferkitError(f"Option {part!r} in backbone spec {spec!r} must be key=value.")
+        options[key.strip()] = value.strip()
+    return source, name, options
+
+
+def create_backbone(spec: str) -> Backbone:
+    """Build the backbone a spec names: ``pack:...``, ``timm:...``, ``hf:...`` or a local folder."""
+    from . import hf_source, packs, timm_source  # noqa: F401  (registration side effects)
+
+    path = Path(spec).expanduser()
+    if ":" not in spec.split("?")[0] or path.is_dir():
+        if not path.is_dir():
+            raise TransferkitError(
+                f"Backbone {spec!r} is not a local folder and has no source prefix "
+                f"({', '.join(s + ':' for s in SOURCES)}). Run `transferkit backbones` to see what is available."
+            )
+        if timm_source.is_timm_folder(path):
+            return timm_source.create_timm_from_folder(path)
+        return hf_source.create_hf_backbone(str(path.resolve()), {})
+    source, name, options = parse_spec(spec)
+    if source not in SOURCES:
+        raise TransferkitError(SOURCES.unknown_message(source))
+    return SOURCES.get(source)(name, options)
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 1.5) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (False under HF_HUB_OFFLINE=1)."""
+    import os
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One row of ``transferkit backbones``."""
+
+    spec: str
+    modality: str
+    available: bool
+    note: str
+
+
+def list_backbones() -> list[BackboneInfo]:
+    """What can be used here: every offline pack (installed or not, and why) and the hub sources."""
+    from . import packs
+
+    rows = [BackboneInfo(f"pack:{name}", p.modality, p.installed(), p.status()) for name, p in packs.PACKS.items()]
+    online = hub_reachable()
+    why = "hub reachable" if online else "hub not reachable here: only local folders work"
+    rows.append(BackboneInfo("timm:<name>", "image", online, f"any timm architecture; {why}"))
+    rows.append(BackboneInfo("hf:<repo-or-folder>", "text", True, f"transformers encoders/decoders; {why}"))
+    rows.append(BackboneInfo("timm:<name>?pretrained=false", "image", True, "random init (tests, controls)"))
+    return rows

@@ -1,0 +1,190 @@
+"""The ``transferkit`` command: every command is a thin wrapper over a library call."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .errors import TransferkitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Transfer learning on your own images and texts, compared honestly with scratch.",
+)
+
+
+def _fail(err: Exception) -> None:
+    typer.echo(f"error: {err}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def backbones() -> None:
+    """List the backbones usable here, and why the others are not."""
+    from rich.table import Table
+
+    from .backbones import list_backbones
+    from .progress import out_console as console
+
+    table = Table(title="backbones")
+    for col in ("spec", "modality", "available", "note"):
+        table.add_column(col)
+    for b in list_backbones():
+        table.add_row(b.spec, b.modality, "yes" if b.available else "no", b.note)
+    console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the built-in datasets, whether each is installed, and how to install it."""
+    from rich.table import Table
+
+    from .data import DATASETS
+    from .progress import out_console as console
+
+    table = Table(title="built-in datasets")
+    for col in ("name", "modality", "installed", "description", "licence", "install"):
+        table.add_column(col)
+    for d in DATASETS.values():
+        table.add_row(d.name, d.modality, "yes" if d.available() else "no", d.description, d.licence, d.install)
+    console.print(table)
+
+
+@app.command()
+def fit(
+    data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
+    backbone: Annotated[
+        str | None, typer.Option(help="Backbone spec (default: the offline pack for the data).")
+    ] = None,
+    strategy: Annotated[str, typer.Option(help="Training strategy.")] = "linear-probe",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>).")] = None,
+    head: Annotated[str, typer.Option(help="linear-probe head: linear or mlp.")] = "linear",
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
+    encoding: Annotated[str, typer.Option(help="Text encoding of a CSV/JSONL file.")] = "utf-8",
+    seed: Annotated[int, typer.Option(help="Seed for splits and training.")] = 0,
+    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class (few-shot).")] = None,
+    val_size: Annotated[float, typer.Option(help="Fraction of labelled data used for validation.")] = 0.2,
+    test_size: Annotated[float, typer.Option(help="Test fraction when the data has no test split.")] = 0.2,
+    max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
+    scratch: Annotated[bool, typer.Option(help="Also train the from-scratch control.")] = True,
+    cache: Annotated[bool, typer.Option(help="Use the on-disk feature cache.")] = True,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train on DATA with a pretrained backbone, compare with scratch, save model + report."""
+    from .api import fit as run_fit
+    from .api import print_result
+
+    try:
+        name = Path(data).stem if Path(data).exists() else data
+        result = run_fit(
+            data,
+            backbone,
+            strategy,
+            out=out or Path("runs") / name,
+            seed=seed,
+            per_class=per_class,
+            val_size=val_size,
+            test_size=test_size,
+            max_test=max_test,
+            text_column=text_column,
+            label_column=label_column,
+            image_column=image_column,
+            encoding=encoding,
+            scratch=scratch,
+            use_cache=cache,
+            progress=not quiet,
+            head=head,
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_result(result)
+    typer.echo(f"saved model to {result.out / 'model'} (report: {result.out / 'report.md'})")
+
+
+def _collect_inputs(
+    model: Any, inputs: list[str], file: Path | None, text_column: str | None, label_column: str, encoding: str
+) -> tuple[list[Any], list[str], list[str] | None]:
+    """(items, display names, labels or None) from arguments or a CSV/JSONL file."""
+    from .data.sources import IMAGE_EXTENSIONS, from_table
+
+    if file is not None:
+        kwargs = {"text_column": text_column} if model.modality == "text" else {"image_column": text_column}
+        try:
+            ds = from_table(file, label_column=label_column, encoding=encoding, **kwargs)
+        except TransferkitError as e:
+            if "no label column" not in str(e):
+                raise
+            ds = None
+        if ds is not None:
+            return list(ds.items), [str(i) for i in ds.items], list(ds.labels)
+        from .data.sources import _read_rows
+
+        columns, rows = _read_rows(file, encoding)
+        col = text_column or next((c for c in ("text", "image", "path") if c in columns), None)
+        if col is None or col not in columns:
+            raise TransferkitError(
+                f"{file}: say which column to predict on (--text-column); columns: {', '.join(columns)}."
+            )
+        items = [str(r.get(col, "")) for _, r in rows]
+        return items, items, None
+    if model.modality == "text":
+        return list(inputs), list(inputs), None
+    items: list[Any] = []
+    for arg in inputs:
+        p = Path(arg)
+        if p.is_dir():
+            items += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            items.append(arg)
+    return items, items, None
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (e.g. runs/photos/model).")],
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files/folders, or texts.")] = None,
+    file: Annotated[Path | None, typer.Option(help="CSV/JSONL of inputs (with labels: also scores).")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Input column of --file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of --file, if any.")] = "label",
+    encoding: Annotated[str, typer.Option(help="Encoding of --file.")] = "utf-8",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Label + probability for each input with a saved model."""
+    from .export import load
+    from .progress import console
+
+    try:
+        model = load(model_dir)
+        items, names, labels = _collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
+        if not items:
+            raise TransferkitError("Nothing to predict: pass inputs or --file.")
+        truth = model.label_indices(labels, where=str(file)) if labels is not None else None
+        preds = model.predict(items)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    for name, p in zip(names, preds, strict=False):
+        if as_json:
+            sys.stdout.write(json.dumps({"input": name, "label": p.label, "probability": p.probability}) + "\n")
+        else:
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            sys.stdout.write(f"{shown}\t{p.label}\t{p.probability:.4f}\n")
+    if truth is not None:
+        acc = sum(model.classes[int(t)] == p.label for t, p in zip(truth, preds, strict=False)) / len(preds)
+        console.print(f"accuracy on {file}: {acc:.2%} ({len(preds)} rows)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

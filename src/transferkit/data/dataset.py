@@ -1,0 +1,178 @@
+"""The in-memory dataset (items + labels + modality) and seeded stratified splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import DataError
+
+Modality = Literal["image", "text"]
+
+
+@dataclass
+class Dataset:
+    """Items (image paths/arrays or texts) with string labels.
+
+    ``split`` optionally marks a predefined ``"test"`` part (e.g. Fashion-MNIST's official test set);
+    ``groups`` optionally names a sub-source per item (e.g. SpamAssassin's dated folders).
+    """
+
+    items: Sequence[Any]
+    labels: Sequence[str]
+    modality: Modality
+    name: str = "data"
+    split: Sequence[str] | None = None
+    groups: Sequence[str] | None = None
+    _hashes: list[str] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.items) != len(self.labels):
+            raise DataError(f"{self.name}: {len(self.items)} items but {len(self.labels)} labels.")
+        self.labels = [str(lab) for lab in self.labels]
+        counts = Counter(self.labels)
+        if len(counts) < 2:
+            only = next(iter(counts), None)
+            raise DataError(
+                f"{self.name} has a single class ({only!r}); transfer learning here is classification and "
+                "needs at least two classes."
+            )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    @property
+    def targets(self) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return np.array([index[lab] for lab in self.labels], dtype=np.int64)
+
+    def item_hash(self, i: int) -> str:
+        """Content hash of item ``i`` (file bytes, array bytes or UTF-8 text)."""
+        if self._hashes is None:
+            self._hashes = [""] * len(self.items)
+        if not self._hashes[i]:
+            self._hashes[i] = _hash_item(self.items[i], self.modality)
+        return self._hashes[i]
+
+    def content_hash(self, indices: Sequence[int] | None = None) -> str:
+        """Hash of the items (in order) and their labels."""
+        idx = range(len(self)) if indices is None else indices
+        h = hashlib.sha256(self.modality.encode())
+        for i in idx:
+            h.update(self.item_hash(int(i)).encode())
+            h.update(self.labels[int(i)].encode())
+        return h.hexdigest()[:24]
+
+    def take(self, indices: Sequence[int]) -> list[Any]:
+        return [self.items[int(i)] for i in indices]
+
+
+def _hash_item(item: Any, modality: str) -> str:
+    h = hashlib.sha256()
+    if modality == "text":
+        h.update(b"text:" + item.encode("utf-8"))
+    elif isinstance(item, np.ndarray):
+        h.update(f"array:{item.shape}:{item.dtype}".encode())
+        h.update(np.ascontiguousarray(item).tobytes())
+    elif isinstance(item, str | Path):
+        try:
+            h.update(b"file:" + Path(item).read_bytes())
+        except OSError as e:
+            raise DataError(f"Cannot read {item}: {e.strerror or e}.") from None
+    else:  # PIL image
+        arr = np.asarray(item)
+        h.update(f"pil:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Indices into one Dataset: train (fits weights), val (chooses hyperparameters), test (reports)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def to_dict(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def _stratified_take(
+    idx: np.ndarray, y: np.ndarray, frac_or_n: float, rng: np.random.Generator, what: str, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (taken, rest), taking ``frac_or_n`` of it per class (at least one of each)."""
+    taken, rest = [], []
+    total = len(idx)
+    for c in np.unique(y[idx]):
+        members = idx[y[idx] == c]
+        members = members[rng.permutation(len(members))]
+        if frac_or_n >= 1:
+            k = max(1, round(frac_or_n * len(members) / total))
+        else:
+            k = max(1, round(frac_or_n * len(members)))
+        if len(members) - k < 1:
+            raise DataError(
+                f"Class {classes[c]!r} has only {len(members)} example(s): too few for a {what} split. "
+                "Add examples or lower the split size."
+            )
+        taken.append(members[:k])
+        rest.append(members[k:])
+    return np.sort(np.concatenate(taken)), np.sort(np.concatenate(rest))
+
+
+def make_splits(
+    ds: Dataset,
+    seed: int = 0,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    per_class: int | None = None,
+    max_test: int | None = None,
+) -> Splits:
+    """Seeded stratified train/val/test split.
+
+    The test part is the dataset's predefined test split when it has one, else ``test_size`` of each class.
+    ``per_class`` keeps N labelled examples per class (train + val) for few-shot runs; ``max_test`` caps the
+    test set with a stratified subsample.
+    """
+    if not 0 < val_size < 1 or not 0 < test_size < 1:
+        raise DataError("val_size and test_size must be fractions between 0 and 1.")
+    y = ds.targets
+    classes = ds.classes
+    rng = np.random.default_rng(seed)
+    all_idx = np.arange(len(ds))
+    if ds.split is not None:
+        is_test = np.array([s == "test" for s in ds.split])
+        test, pool = all_idx[is_test], all_idx[~is_test]
+    else:
+        test, pool = _stratified_take(all_idx, y, test_size, rng, "test", classes)
+    if max_test is not None and len(test) > max_test:
+        test, _ = _stratified_take(test, y, max_test, rng, "test", classes)
+    if per_class is not None:
+        if per_class < 2:
+            raise DataError(f"per_class must be at least 2 (one to train, one to validate), got {per_class}.")
+        keep = []
+        for c in range(len(classes)):
+            members = pool[y[pool] == c]
+            if len(members) < per_class:
+                raise DataError(
+                    f"per_class={per_class} but class {classes[c]!r} has only {len(members)} labelled "
+                    "example(s) outside the test split."
+                )
+            keep.append(rng.choice(members, size=per_class, replace=False))
+        pool = np.sort(np.concatenate(keep))
+    val, train = _stratified_take(pool, y, val_size, rng, "validation", classes)
+    missing = sorted(set(range(len(classes))) - set(y[test].tolist()))
+    if missing:
+        raise DataError(f"Class {classes[missing[0]]!r} has no example in the test split; add examples.")
+    return Splits(train=train, val=val, test=test)

@@ -1,0 +1,98 @@
+"""Save/load a TransferModel as safetensors + JSON: backbone spec, changed weights, head, labels, preprocessing.
+
+Loading never unpickles: weights come from safetensors, everything else from JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backbones import create_backbone
+from .backbones.base import preprocess_from_dict
+from .errors import TransferkitError
+from .model import TransferModel, build_head, head_config
+
+FORMAT_VERSION = 1
+CONFIG = "transferkit.json"
+
+
+def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model to folder ``path`` atomically (a temp folder renamed into place)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bb = model.backbone
+    save_backbone = not bb.pretrained
+    cfg = {
+        "format_version": FORMAT_VERSION,
+        "transferkit_version": __version__,
+        "backbone": {
+            "spec": bb.spec,
+            "modality": bb.modality,
+            "feature_dim": bb.feature_dim,
+            "fingerprint": bb.fingerprint(),
+            "weights_saved": save_backbone,
+        },
+        "preprocess": bb.preprocess.to_dict(),
+        "head": head_config(model.head),
+        "classes": model.classes,
+        **(extra or {}),
+    }
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
+            str(tmp / "head.safetensors"),
+        )
+        if save_backbone:
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()},
+                str(tmp / "backbone.safetensors"),
+            )
+        (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def load(path: str | Path) -> TransferModel:
+    """Load a model saved by ``TransferModel.save``; checks the backbone's weights and preprocessing match."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_file = path / CONFIG
+    if not cfg_file.is_file():
+        raise TransferkitError(f"{path} is not a saved transferkit model (no {CONFIG} in it).")
+    cfg = json.loads(cfg_file.read_text())
+    if cfg.get("format_version", 0) > FORMAT_VERSION:
+        raise TransferkitError(f"{path} was saved by a newer transferkit ({cfg.get('transferkit_version')}).")
+    bcfg = cfg["backbone"]
+    backbone = create_backbone(bcfg["spec"])
+    if bcfg["weights_saved"]:
+        backbone.load_state_dict(load_file(str(path / "backbone.safetensors")))
+        backbone._fingerprint = None
+    saved_pre = preprocess_from_dict(cfg["preprocess"])
+    if saved_pre != backbone.preprocess:
+        raise TransferkitError(
+            f"{path}: the preprocessing of {bcfg['spec']} here ({backbone.preprocess}) differs from the one the "
+            f"model was trained with ({saved_pre}); predictions would be silently wrong."
+        )
+    if backbone.fingerprint() != bcfg["fingerprint"]:
+        raise TransferkitError(
+            f"{path}: the weights of {bcfg['spec']} installed here differ from those the model was trained with "
+            "(a different pack or model version); retrain or install the original version."
+        )
+    head = build_head(cfg["head"])
+    head.load_state_dict(load_file(str(path / "head.safetensors")))
+    return TransferModel(backbone, head, cfg["classes"]).eval()

@@ -1,0 +1,110 @@
+"""Feature extraction (eval mode, no gradients, batched, with progress) and the on-disk feature cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones.base import Backbone
+from .data.dataset import Dataset
+from .progress import progress_bar
+
+CACHE_VERSION = "1"
+
+
+def default_cache_dir() -> Path:
+    """``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``."""
+    return Path(os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit"))
+
+
+def cache_key(backbone: Backbone, ds: Dataset, indices: Sequence[int]) -> str:
+    """Backbone (spec + weights + preprocessing) x data content (items + order)."""
+    h = hashlib.sha256(CACHE_VERSION.encode())
+    h.update(backbone.fingerprint().encode())
+    h.update(json.dumps(backbone.preprocess.to_dict(), sort_keys=True).encode())
+    h.update(ds.content_hash(indices).encode())
+    return h.hexdigest()[:32]
+
+
+def _read_cache(path: Path, n: int, dim: int) -> np.ndarray | None:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            meta = json.loads(f.read(header_len)).get("__metadata__", {})
+        feats = load_file(str(path))["features"]
+    except (OSError, ValueError, KeyError, SafetensorError):
+        return None
+    if feats.shape != (n, dim) or hashlib.sha256(feats.tobytes()).hexdigest() != meta.get("sha256"):
+        return None
+    return feats
+
+
+def _write_cache(path: Path, feats: np.ndarray, meta: dict[str, str]) -> None:
+    """Atomic write: a temp file in the same folder, then rename."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file({"features": feats}, tmp, metadata={**meta, "sha256": hashlib.sha256(feats.tobytes()).hexdigest()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _batches(backbone: Backbone, items: list, batch_size: int) -> list[np.ndarray]:
+    """Index batches; texts sorted by length so a batch pads only to its own longest text."""
+    order = np.arange(len(items))
+    if backbone.modality == "text":
+        order = np.argsort([len(t) for t in items], kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def extract_features(
+    backbone: Backbone,
+    ds: Dataset,
+    indices: Sequence[int],
+    *,
+    batch_size: int = 64,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    description: str = "features",
+) -> tuple[np.ndarray, bool]:
+    """Features (N, D) float32 for ``ds`` items at ``indices``; returns (features, came_from_cache)."""
+    if backbone.modality != ds.modality:
+        from .errors import TransferkitError
+
+        raise TransferkitError(
+            f"Backbone {backbone.spec} takes {backbone.modality}s but {ds.name} holds {ds.modality}s."
+        )
+    indices = [int(i) for i in indices]
+    path = None
+    if use_cache:
+        key = cache_key(backbone, ds, indices)
+        path = (cache_dir or default_cache_dir()) / "features" / f"{key}.safetensors"
+        cached = _read_cache(path, len(indices), backbone.feature_dim) if path.exists() else None
+        if cached is not None:
+            return cached, True
+    items = ds.take(indices)
+    feats = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
+    backbone.eval()
+    with progress_bar(f"{description} ({backbone.spec})", len(items), enabled=progress) as bar, torch.inference_mode():
+        for batch in _batches(backbone, items, batch_size):
+            feats[batch] = backbone.embed([items[i] for i in batch]).cpu().numpy()
+            bar.advance(len(batch))
+    if path is not None:
+        _write_cache(path, feats, {"backbone": backbone.spec, "dataset": ds.name, "n": str(len(items))})
+    return feats, False

@@ -1,0 +1,165 @@
+"""Heads trained on cached features: a linear probe (logistic regression) and the MLP of the seed recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+@dataclass
+class HeadFit:
+    """A trained head plus what was chosen on the validation split."""
+
+    head: nn.Module
+    chosen: dict[str, float] = field(default_factory=dict)
+    val_accuracy: float = float("nan")
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean())
+
+
+def linear_head(in_features: int, num_classes: int) -> nn.Linear:
+    return nn.Linear(in_features, num_classes)
+
+
+def _logreg_path(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    c_values: tuple[float, ...],
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Multinomial logistic regression (sklearn's objective: C * sum CE + ||W||^2 / 2) for each C in order.
+
+    Full-batch L-BFGS in float64, warm-started from the previous C's solution (ascending C converges fast).
+    """
+    xt = torch.from_numpy(np.ascontiguousarray(x)).double()
+    yt = torch.from_numpy(y).long()
+    w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    if init is not None:
+        with torch.no_grad():
+            w.copy_(init[0])
+            b.copy_(init[1])
+    out = []
+    for c in c_values:
+        opt = torch.optim.LBFGS(
+            [w, b],
+            lr=1,
+            max_iter=1000,
+            tolerance_grad=1e-5,
+            tolerance_change=1e-9,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+        lam = 1.0 / (c * len(xt))
+
+        def closure(lam: float = lam, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(xt @ w + b, yt) + 0.5 * lam * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        out.append((w.detach().clone(), b.detach().clone()))
+    return out
+
+
+def fit_linear_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    c_grid: tuple[float, ...] = C_GRID,
+    seed: int = 0,
+    refit_on_val: bool = True,
+) -> HeadFit:
+    """Multinomial logistic regression on standardised features; L2 strength C chosen on the validation split.
+
+    The smallest C with the best validation accuracy wins; the final model is refit on train + val with it and
+    folded into one ``nn.Linear`` (standardisation included), so prediction is ``backbone -> linear``.
+    ``seed`` is unused: the problem is convex and solved deterministically.
+    """
+    grid = tuple(sorted(c_grid))
+    mean = x_train.mean(0)
+    std = x_train.std(0) + 1e-6
+    path = _logreg_path((x_train - mean) / std, y_train, num_classes, grid)
+    xv = torch.from_numpy((x_val - mean) / std).double()
+    accs = [_accuracy((xv @ w + b).numpy(), y_val) for w, b in path]
+    best = int(np.argmax(accs))
+    w, b = path[best]
+    if refit_on_val:
+        x_all = np.concatenate([x_train, x_val])
+        mean = x_all.mean(0)
+        std = x_all.std(0) + 1e-6
+        w, b = _logreg_path(
+            (x_all - mean) / std, np.concatenate([y_train, y_val]), num_classes, (grid[best],), init=(w, b)
+        )[0]
+    head = linear_head(x_train.shape[1], num_classes)
+    w_folded = w.T / torch.from_numpy(std).double()
+    with torch.no_grad():
+        head.weight.copy_(w_folded.float())
+        head.bias.copy_((b - w_folded @ torch.from_numpy(mean).double()).float())
+    return HeadFit(head, {"C": grid[best]}, accs[best])
+
+
+class MLPHead(nn.Sequential):
+    """Dense(hidden, relu) -> dropout -> Dense(classes): the head of the widely copied Keras recipe."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 1024, dropout: float = 0.2) -> None:
+        super().__init__(nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
+def fit_mlp_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    num_classes: int,
+    hidden: int = 1024,
+    lr: float = 1e-3,
+    epochs: int = 100,
+    batch_size: int = 128,
+    patience: int = 10,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> HeadFit:
+    """Adam on cached features with early stopping on validation accuracy; the best epoch's weights are kept."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    mean = torch.from_numpy(x_train.mean(0)).float()
+    std = torch.from_numpy(x_train.std(0) + 1e-6).float()
+    xt = (torch.from_numpy(x_train).float() - mean) / std
+    xv = (torch.from_numpy(x_val).float() - mean) / std
+    yt = torch.from_numpy(y_train).long()
+    mlp = MLPHead(x_train.shape[1], num_classes, hidden)
+    opt = torch.optim.Adam(mlp.parameters(), lr=lr, weight_decay=weight_decay)
+    best = (-1.0, 0, {k: v.clone() for k, v in mlp.state_dict().items()})
+    for epoch in range(epochs):
+        mlp.train()
+        for idx in torch.randperm(len(xt), generator=gen).split(batch_size):
+            opt.zero_grad()
+            nn.functional.cross_entropy(mlp(xt[idx]), yt[idx]).backward()
+            opt.step()
+        mlp.eval()
+        with torch.no_grad():
+            acc = _accuracy(mlp(xv).numpy(), y_val)
+        if acc > best[0]:
+            best = (acc, epoch, {k: v.clone() for k, v in mlp.state_dict().items()})
+        elif epoch - best[1] >= patience:
+            break
+    mlp.load_state_dict(best[2])
+    # fold the standardisation into the first layer
+    first = mlp[0]
+    with torch.no_grad():
+        w = first.weight / std
+        first.bias.sub_(w @ mean)
+        first.weight.copy_(w)
+    return HeadFit(mlp.eval(), {"epochs": float(best[1] + 1), "hidden": float(hidden)}, best[0])

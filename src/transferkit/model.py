@@ -1,0 +1,122 @@
+"""The transferred model: a backbone, a head and a label map, with timm's forward_features/forward_head shape."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones.base import Backbone
+from .errors import DataError
+from .heads import MLPHead, linear_head
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction: the label, its probability, and every class's probability."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+def head_config(head: nn.Module) -> dict[str, Any]:
+    """JSON description of a head, enough to rebuild it before loading its weights."""
+    if isinstance(head, MLPHead):
+        return {
+            "type": "mlp",
+            "in_features": head[0].in_features,
+            "hidden": head[0].out_features,
+            "num_classes": head[-1].out_features,
+        }
+    if isinstance(head, nn.Linear):
+        return {"type": "linear", "in_features": head.in_features, "num_classes": head.out_features}
+    raise TypeError(f"Cannot describe head of type {type(head).__name__}")
+
+
+def build_head(cfg: dict[str, Any]) -> nn.Module:
+    if cfg["type"] == "mlp":
+        return MLPHead(cfg["in_features"], cfg["num_classes"], cfg["hidden"])
+    return linear_head(cfg["in_features"], cfg["num_classes"])
+
+
+class TransferModel(nn.Module):
+    """``backbone -> head`` over a fixed label map; ``predict`` takes raw images or texts."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module, classes: Sequence[str]) -> None:
+        super().__init__()
+        if head_config(head)["num_classes"] != len(classes):
+            raise ValueError("head outputs and number of classes differ")
+        self.backbone = backbone
+        self.head = head
+        self.classes = list(classes)
+
+    def forward_features(self, batch: Any) -> torch.Tensor:
+        return self.backbone(batch)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return self.head[:-1](features) if isinstance(self.head, MLPHead) else features
+        return self.head(features)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.forward_head(self.forward_features(batch))
+
+    def reset_head(self, num_classes: int, classes: Sequence[str] | None = None) -> None:
+        """Replace the head with a fresh linear layer for ``num_classes`` outputs."""
+        self.head = linear_head(self.backbone.feature_dim, num_classes)
+        self.classes = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
+
+    @property
+    def modality(self) -> str:
+        return self.backbone.modality
+
+    @torch.inference_mode()
+    def predict_proba(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities (N, C) for raw inputs (image paths / arrays / PIL images, or texts)."""
+        if isinstance(inputs, str | Path):
+            inputs = [inputs]
+        items = list(inputs)
+        if not items:
+            raise DataError("predict got no inputs.")
+        if self.modality == "text":
+            for i, it in enumerate(items):
+                if not isinstance(it, str) or not it.strip():
+                    raise DataError(f"Input {i} is not a non-empty text.")
+        self.eval()
+        out = []
+        device = next(self.parameters()).device
+        for start in range(0, len(items), batch_size):
+            batch = self.backbone.prepare(items[start : start + batch_size])
+            out.append(torch.softmax(self(self.backbone.to_device(batch, device)).float(), -1).cpu().numpy())
+        return np.concatenate(out)
+
+    def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[Prediction]:
+        """The most likely label and its probability for each input."""
+        proba = self.predict_proba(inputs, batch_size)
+        return [
+            Prediction(self.classes[int(p.argmax())], float(p.max()), dict(zip(self.classes, p.tolist(), strict=True)))
+            for p in proba
+        ]
+
+    def label_indices(self, labels: Sequence[str], where: str = "data") -> np.ndarray:
+        """Map label strings to class indices; a label unknown to the model is an error naming it."""
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({str(lab) for lab in labels} - set(index))
+        if unknown:
+            raise DataError(
+                f"{where} has label(s) {', '.join(map(repr, unknown[:5]))} that the model was not trained on; "
+                f"it knows {', '.join(map(repr, self.classes))}."
+            )
+        return np.array([index[str(lab)] for lab in labels])
+
+    def save(self, path: str | Path) -> Path:
+        """Write safetensors + JSON to a folder (see ``transferkit.export``)."""
+        from .export import save_model
+
+        return save_model(self, path)
