@@ -113,28 +113,14 @@ def _collect_inputs(
     model: Any, inputs: list[str], file: Path | None, text_column: str | None, label_column: str, encoding: str
 ) -> tuple[list[Any], list[str], list[str] | None]:
     """(items, display names, labels or None) from arguments or a CSV/JSONL file."""
-    from .data.sources import IMAGE_EXTENSIONS, from_table
+    from .data.sources import IMAGE_EXTENSIONS, read_table
 
     if file is not None:
-        kwargs = {"text_column": text_column} if model.modality == "text" else {"image_column": text_column}
-        try:
-            ds = from_table(file, label_column=label_column, encoding=encoding, **kwargs)
-        except TransferkitError as e:
-            if "no label column" not in str(e):
-                raise
-            ds = None
-        if ds is not None:
-            return list(ds.items), [str(i) for i in ds.items], list(ds.labels)
-        from .data.sources import _read_rows
-
-        columns, rows = _read_rows(file, encoding)
-        col = text_column or next((c for c in ("text", "image", "path") if c in columns), None)
-        if col is None or col not in columns:
-            raise TransferkitError(
-                f"{file}: say which column to predict on (--text-column); columns: {', '.join(columns)}."
-            )
-        items = [str(r.get(col, "")) for _, r in rows]
-        return items, items, None
+        column = {"text_column": text_column} if model.modality == "text" else {"image_column": text_column}
+        items, labels, _ = read_table(
+            file, label_column=label_column, encoding=encoding, require_labels=False, **column
+        )
+        return list(items), [str(i) for i in items], labels
     if model.modality == "text":
         return list(inputs), list(inputs), None
     items: list[Any] = []

@@ -24,6 +24,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit"))
 
 
+def default_device() -> torch.device:
+    """The GPU when one is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def cache_key(backbone: Backbone, ds: Dataset, indices: Sequence[int]) -> str:
     """Backbone (spec + weights + preprocessing) x data content (items + order)."""
     h = hashlib.sha256(CACHE_VERSION.encode())
@@ -34,14 +39,12 @@ def cache_key(backbone: Backbone, ds: Dataset, indices: Sequence[int]) -> str:
 
 
 def _read_cache(path: Path, n: int, dim: int) -> np.ndarray | None:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors import SafetensorError, safe_open
 
-    try:
-        with open(path, "rb") as f:
-            header_len = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(header_len)).get("__metadata__", {})
-        feats = load_file(str(path))["features"]
+    try:  # safe_open validates the header against the file size before reading anything
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+            feats = f.get_tensor("features")
     except (OSError, ValueError, KeyError, SafetensorError):
         return None
     if feats.shape != (n, dim) or hashlib.sha256(feats.tobytes()).hexdigest() != meta.get("sha256"):
@@ -100,7 +103,7 @@ def extract_features(
             return cached, True
     items = ds.take(indices)
     feats = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
-    backbone.eval()
+    backbone.eval().to(default_device())
     with progress_bar(f"{description} ({backbone.spec})", len(items), enabled=progress) as bar, torch.inference_mode():
         for batch in _batches(backbone, items, batch_size):
             feats[batch] = backbone.embed([items[i] for i in batch]).cpu().numpy()

@@ -45,6 +45,11 @@ def build_head(cfg: dict[str, Any]) -> nn.Module:
     return linear_head(cfg["in_features"], cfg["num_classes"])
 
 
+def _is_one_image_array(x: Any) -> bool:
+    """A single HxW or HxWxC uint8 array (as opposed to a batch of images)."""
+    return isinstance(x, np.ndarray) and (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4)))
+
+
 class TransferModel(nn.Module):
     """``backbone -> head`` over a fixed label map; ``predict`` takes raw images or texts."""
 
@@ -61,7 +66,7 @@ class TransferModel(nn.Module):
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
-            return self.head[:-1](features) if isinstance(self.head, MLPHead) else features
+            return nn.Sequential(*list(self.head)[:-1])(features) if isinstance(self.head, MLPHead) else features
         return self.head(features)
 
     def forward(self, batch: Any) -> torch.Tensor:
@@ -79,7 +84,7 @@ class TransferModel(nn.Module):
     @torch.inference_mode()
     def predict_proba(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N, C) for raw inputs (image paths / arrays / PIL images, or texts)."""
-        if isinstance(inputs, str | Path):
+        if isinstance(inputs, str | Path) or _is_one_image_array(inputs):
             inputs = [inputs]
         items = list(inputs)
         if not items:

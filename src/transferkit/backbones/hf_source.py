@@ -84,6 +84,15 @@ class HFTextBackbone(Backbone):
         return list(self.model.children())
 
 
+def tokenizer_id(tokenizer: Any) -> str:
+    """Class name + a hash of the vocabulary and special tokens: a changed tokenizer is a changed backbone."""
+    import hashlib
+
+    vocab = sorted(tokenizer.get_vocab().items())
+    h = hashlib.sha256(json.dumps([vocab, sorted(tokenizer.special_tokens_map.items())], default=str).encode())
+    return f"{type(tokenizer).__name__}:{h.hexdigest()[:16]}"
+
+
 def _sentence_transformers_defaults(folder: Path) -> dict[str, Any]:
     """Pooling/normalize/max_length from a sentence-transformers folder, when it is one."""
     out: dict[str, Any] = {}
@@ -122,7 +131,7 @@ def create_hf_backbone(name: str, options: dict[str, str], spec: str | None = No
         config = AutoConfig.from_pretrained(name, local_files_only=local_only)
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
         model = AutoModel.from_pretrained(name, local_files_only=local_only)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # transformers 5 raises ValueError for a folder it does not recognise
         if is_local:
             raise BackboneUnavailableError(f"{name} is not a usable transformers folder: {e}") from None
         raise BackboneUnavailableError(
@@ -142,7 +151,13 @@ def create_hf_backbone(name: str, options: dict[str, str], spec: str | None = No
     limit = min(
         getattr(tokenizer, "model_max_length", 512) or 512, getattr(config, "max_position_embeddings", 512) or 512
     )
-    max_length = int(options.pop("max_length", defaults.get("max_length", min(256, limit))))
+    raw_max = options.pop("max_length", defaults.get("max_length", min(256, limit)))
+    try:
+        max_length = int(raw_max)
+    except ValueError:
+        raise TransferkitError(f"max_length must be a whole number of tokens, got {raw_max!r}.") from None
+    if max_length < 1:
+        raise TransferkitError(f"max_length must be at least 1, got {max_length}.")
     normalize = parse_bool(options.pop("normalize", str(defaults.get("normalize", False))), "normalize")
     if options:
         raise TransferkitError(
@@ -152,9 +167,7 @@ def create_hf_backbone(name: str, options: dict[str, str], spec: str | None = No
         if tokenizer.eos_token is None:
             raise BackboneUnavailableError(f"{spec}: the tokenizer has neither a pad nor an eos token.")
         tokenizer.pad_token = tokenizer.eos_token
-    pre = TextPreprocess(
-        tokenizer=type(tokenizer).__name__, max_length=max_length, pooling=pooling, normalize=normalize
-    )
+    pre = TextPreprocess(tokenizer=tokenizer_id(tokenizer), max_length=max_length, pooling=pooling, normalize=normalize)
     model.eval()
     return HFTextBackbone(spec, model, tokenizer, pre)
 

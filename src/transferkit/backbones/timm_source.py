@@ -127,4 +127,4 @@ def create_timm_from_folder(path: Path) -> TimmBackbone:
         cfg["architecture"], pretrained=False, pretrained_cfg_overlay=cfg.get("pretrained_cfg", {}), **kwargs
     )
     model.load_state_dict(load_file(str(weights)))
-    return TimmBackbone(str(path), model, pretrained=True)
+    return TimmBackbone(str(path.resolve()), model, pretrained=True)

@@ -109,18 +109,14 @@ class Splits:
 
 
 def _stratified_take(
-    idx: np.ndarray, y: np.ndarray, frac_or_n: float, rng: np.random.Generator, what: str, classes: list[str]
+    idx: np.ndarray, y: np.ndarray, frac: float, rng: np.random.Generator, what: str, classes: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``idx`` into (taken, rest), taking ``frac_or_n`` of it per class (at least one of each)."""
+    """Split ``idx`` into (taken, rest), taking ``frac`` of each class (at least one, leaving at least one)."""
     taken, rest = [], []
-    total = len(idx)
     for c in np.unique(y[idx]):
         members = idx[y[idx] == c]
         members = members[rng.permutation(len(members))]
-        if frac_or_n >= 1:
-            k = max(1, round(frac_or_n * len(members) / total))
-        else:
-            k = max(1, round(frac_or_n * len(members)))
+        k = max(1, round(frac * len(members)))
         if len(members) - k < 1:
             raise DataError(
                 f"Class {classes[c]!r} has only {len(members)} example(s): too few for a {what} split. "
@@ -129,6 +125,24 @@ def _stratified_take(
         taken.append(members[:k])
         rest.append(members[k:])
     return np.sort(np.concatenate(taken)), np.sort(np.concatenate(rest))
+
+
+def _stratified_subsample(idx: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Exactly ``n`` of ``idx`` (n < len(idx)), each class in proportion (largest remainders), at least one each."""
+    cls, counts = np.unique(y[idx], return_counts=True)
+    if n < len(cls):
+        raise DataError(f"max_test={n} is smaller than the number of classes ({len(cls)}).")
+    exact = counts * n / counts.sum()
+    k = np.maximum(1, np.floor(exact).astype(int))
+    for j in np.argsort(-(exact - np.floor(exact)), kind="stable"):
+        if k.sum() >= n:
+            break
+        if k[j] < counts[j]:
+            k[j] += 1
+    while k.sum() > n:  # the at-least-one rule overshot: take back from the largest shares
+        k[np.argmax(k)] -= 1
+    taken = [rng.choice(idx[y[idx] == c], size=int(kc), replace=False) for c, kc in zip(cls, k, strict=True)]
+    return np.sort(np.concatenate(taken))
 
 
 def make_splits(
@@ -157,7 +171,7 @@ def make_splits(
     else:
         test, pool = _stratified_take(all_idx, y, test_size, rng, "test", classes)
     if max_test is not None and len(test) > max_test:
-        test, _ = _stratified_take(test, y, max_test, rng, "test", classes)
+        test = _stratified_subsample(test, y, max_test, rng)
     if per_class is not None:
         if per_class < 2:
             raise DataError(f"per_class must be at least 2 (one to train, one to validate), got {per_class}.")

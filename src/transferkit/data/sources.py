@@ -46,8 +46,9 @@ def from_folder(root: str | Path) -> Dataset:
 
 def _decode(path: Path, encoding: str) -> str:
     raw = path.read_bytes()
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding  # Excel's BOM
     try:
-        return raw.decode(encoding)
+        return raw.decode(codec)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(
@@ -81,14 +82,18 @@ def _read_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, di
     return columns, rows
 
 
-def from_table(
+def read_table(
     path: str | Path,
     text_column: str | None = None,
-    label_column: str = "label",
+    label_column: str | None = "label",
     image_column: str | None = None,
     encoding: str = "utf-8",
-) -> Dataset:
-    """A CSV or JSONL file with a text (or image path) column and a label column."""
+    require_labels: bool = True,
+) -> tuple[list[str], list[str] | None, str]:
+    """(inputs, labels or None, modality) from a CSV/JSONL file, every row checked.
+
+    Without ``require_labels``, a file with no label column gives ``labels=None`` (inputs to predict).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist.")
@@ -108,18 +113,22 @@ def from_table(
                 f"columns are {', '.join(columns)}."
             )
     column = text_column or image_column
+    if label_column not in columns and not require_labels:
+        label_column = None
     for role, col in (("input", column), ("label", label_column)):
-        if col not in columns:
+        if col is not None and col not in columns:
             raise DataError(f"{path} has no {role} column {col!r}; its columns are {', '.join(columns)}.")
     items: list[str] = []
     labels: list[str] = []
     for line, row in rows:
         value = row.get(column)
-        label = row.get(label_column)
         if value is None or not str(value).strip():
             raise DataError(f"{path}, line {line}: column {column!r} is empty.")
-        if label is None or not str(label).strip():
-            raise DataError(f"{path}, line {line}: label column {label_column!r} is empty.")
+        if label_column is not None:
+            label = row.get(label_column)
+            if label is None or not str(label).strip():
+                raise DataError(f"{path}, line {line}: label column {label_column!r} is empty.")
+            labels.append(str(label).strip())
         if image_column:
             p = Path(str(value))
             p = p if p.is_absolute() else path.parent / p
@@ -128,8 +137,19 @@ def from_table(
             items.append(str(p))
         else:
             items.append(str(value))
-        labels.append(str(label).strip())
-    return Dataset(items, labels, "text" if text_column else "image", name=str(path))
+    return items, (labels if label_column is not None else None), "text" if text_column else "image"
+
+
+def from_table(
+    path: str | Path,
+    text_column: str | None = None,
+    label_column: str = "label",
+    image_column: str | None = None,
+    encoding: str = "utf-8",
+) -> Dataset:
+    """A CSV or JSONL file with a text (or image path) column and a label column."""
+    items, labels, modality = read_table(path, text_column, label_column, image_column, encoding)
+    return Dataset(items, labels or [], modality, name=str(path))
 
 
 def from_arrays(x: Sequence[Any] | np.ndarray, y: Sequence[Any], name: str = "arrays") -> Dataset:

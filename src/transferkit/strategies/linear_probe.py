@@ -63,9 +63,10 @@ class LinearProbe:
         else:
             fit = fit_mlp_head(*args, hidden=config.mlp_hidden, seed=ctx.seed)
         t2 = time.perf_counter()
-        model = TransferModel(backbone, fit.head, ds.classes).eval()
         with torch.no_grad():
-            test_pred = model.head(torch.from_numpy(feats["test"])).argmax(1).numpy()
+            test_pred = fit.head(torch.from_numpy(feats["test"])).argmax(1).numpy()
+        model = TransferModel(backbone, fit.head, ds.classes).eval()
+        model.to(next(backbone.parameters()).device)
         return StrategyResult(
             model=model,
             test_pred=test_pred,
