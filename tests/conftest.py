@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +249,12 @@ def bert_backbone(bert_dir: Path):
     from transferkit import create_backbone
 
     return create_backbone(str(bert_dir))
+
+
+def run_fresh_python(script: str, cwd: Path) -> object:
+    """Run ``script`` in a fresh interpreter (no state shared with the tests) and return its JSON stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=dict(os.environ), cwd=cwd, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -14,6 +10,8 @@ import torch
 
 import transferkit
 from transferkit import create_backbone
+
+from .conftest import run_fresh_python
 
 pytestmark = pytest.mark.integration
 
@@ -87,16 +85,7 @@ def test_fashion_mnist_small_fit_and_fresh_process_predict(tmp_path):
         images = np.load({str(tmp_path / "images.npy")!r})
         json.dump(model.predict_proba(list(images)).tolist(), sys.stdout)
     """)
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    np.testing.assert_allclose(json.loads(proc.stdout), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_fresh_python(script, tmp_path), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_tweets_text_fit_beats_chance():

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -17,6 +14,8 @@ import torch
 import transferkit
 from transferkit import DataError, Prediction, TransferkitError, TransferModel, create_backbone, from_folder
 from transferkit.heads import MLPHead, linear_head
+
+from .conftest import run_fresh_python
 
 CLASSES = ["blue", "green", "red"]
 
@@ -193,16 +192,7 @@ def test_round_trip_in_a_fresh_process(tmp_path, images, text_model):
         }}
         json.dump(out, sys.stdout)
     """)
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout)
+    got = run_fresh_python(script, tmp_path)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6)
 
