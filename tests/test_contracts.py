@@ -21,7 +21,10 @@ from transferkit.model import TransferModel
 from transferkit.strategies import STRATEGIES, RunContext, make_config
 
 # fast settings per strategy (options of its Config dataclass)
-FAST_OPTIONS = {"linear-probe": {"c_grid": (0.1, 1.0)}}
+FAST_OPTIONS = {
+    "linear-probe": {"c_grid": (0.1, 1.0)},
+    "finetune": {"epochs": 4, "batch_size": 8, "lr": 0.01, "lp_ft": True},
+}
 
 
 def _shades(n: int = 10):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from . import __version__
 from .backbones import create_backbone
 from .data import load_data, make_splits
 from .data.dataset import Dataset, Splits
+from .errors import TransferkitError
 from .evaluation import classification_metrics
 from .model import TransferModel
 from .progress import out_console as console
@@ -62,13 +64,16 @@ def fit(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    resume: bool = False,
     **strategy_options: Any,
 ) -> FitResult:
     """Train ``strategy`` on ``backbone`` over ``data`` and compare it with a from-scratch control.
 
     ``data`` is a built-in dataset name, an image folder, a CSV/JSONL file or a ``Dataset``. The backbone defaults
     to the offline pack for the data's modality. Extra keyword options go to the strategy's config dataclass
-    (e.g. ``head="mlp"``). With ``out``, the model is saved to ``out/model`` and the report to ``out/``.
+    (e.g. ``head="mlp"``, ``unfreeze="last:2"``). With ``out``, the model is saved to ``out/model`` and the report
+    to ``out/``; training strategies checkpoint every epoch to ``out/checkpoint`` and ``resume=True`` continues
+    from there after an interruption (the checkpoint is removed once the run has finished).
     """
     ds = load_data(
         data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
@@ -80,8 +85,16 @@ def fit(
     t0 = time.perf_counter()
     bb = create_backbone(spec)
     load_s = time.perf_counter() - t0
+    checkpoint = Path(out) / "checkpoint" if out is not None else None
+    if resume and checkpoint is None:
+        raise TransferkitError("resume needs the output folder of the interrupted run (out=...).")
     ctx = RunContext(
-        seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, progress=progress
+        seed=seed,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        use_cache=use_cache,
+        progress=progress,
+        checkpoint_dir=checkpoint,
+        resume=resume,
     )
     t0 = time.perf_counter()
     result = strat.run(bb, ds, splits, config, ctx)
@@ -115,6 +128,8 @@ def fit(
     fit_result = FitResult(result.model, metrics, record, Path(out) if out else None, rows)
     if out is not None:
         write_run(fit_result, Path(out))
+        if checkpoint is not None and checkpoint.exists():
+            shutil.rmtree(checkpoint)
     return fit_result
 
 

@@ -63,7 +63,15 @@ def fit(
     ] = None,
     strategy: Annotated[str, typer.Option(help="Training strategy.")] = "linear-probe",
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>).")] = None,
-    head: Annotated[str, typer.Option(help="linear-probe head: linear or mlp.")] = "linear",
+    head: Annotated[str | None, typer.Option(help="linear-probe head: linear or mlp.")] = None,
+    unfreeze: Annotated[str | None, typer.Option(help="finetune: all, last:N or gradual.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="finetune: maximum epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="finetune: peak learning rate of the head.")] = None,
+    lp_ft: Annotated[bool | None, typer.Option("--lp-ft", help="finetune: start from the linear probe's head.")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/checkpoint.")] = False,
     text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
     label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
@@ -83,6 +91,8 @@ def fit(
 
     try:
         name = Path(data).stem if Path(data).exists() else data
+        given = {"head": head, "unfreeze": unfreeze, "epochs": epochs, "lr": lr, "lp_ft": lp_ft}
+        options = {k: v for k, v in given.items() if v is not None} | parse_options(option or [])
         result = run_fit(
             data,
             backbone,
@@ -100,13 +110,28 @@ def fit(
             scratch=scratch,
             use_cache=cache,
             progress=not quiet,
-            head=head,
+            resume=resume,
+            **options,
         )
     except TransferkitError as e:
         _fail(e)
         return
     print_result(result)
     typer.echo(f"saved model to {result.out / 'model'} (report: {result.out / 'report.md'})")
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> options; values are read as JSON when they parse (numbers, true, null, lists)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise TransferkitError(f"--set {pair!r} must be KEY=VALUE, e.g. --set layer_decay=0.8.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def _collect_inputs(

@@ -29,7 +29,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     bb = model.backbone
-    save_backbone = not bb.pretrained
+    save_backbone = not bb.pretrained or bb.weights_changed
     cfg = {
         "format_version": FORMAT_VERSION,
         "transferkit_version": __version__,
@@ -81,7 +81,7 @@ def load(path: str | Path) -> TransferModel:
     backbone = create_backbone(bcfg["spec"])
     if bcfg["weights_saved"]:
         backbone.load_state_dict(load_file(str(path / "backbone.safetensors")))
-        backbone._fingerprint = None
+        backbone.mark_changed()
     saved_pre = preprocess_from_dict(cfg["preprocess"])
     if saved_pre != backbone.preprocess:
         raise TransferkitError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,13 +121,27 @@ class Backbone(nn.Module):
         self.feature_dim = feature_dim
         self.preprocess = preprocess
         self.pretrained = pretrained
+        self.weights_changed = False
         self._fingerprint: str | None = None
 
-    def prepare(self, items: Sequence[Any]) -> Any:  # pragma: no cover - abstract
+    def mark_changed(self) -> None:
+        """Record that training changed the weights: a saved model then carries them, and the hash is redone."""
+        self.weights_changed = True
+        self._fingerprint = None
+
+    def prepare(
+        self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
+    ) -> Any:  # pragma: no cover - abstract
+        """Raw items -> model inputs; ``augment`` applies training augmentation drawn from ``generator``."""
         raise NotImplementedError
 
     def blocks(self) -> list[nn.Module]:  # pragma: no cover - abstract
+        """The stages from input to output (fine-tuning unfreezes them from the top)."""
         raise NotImplementedError
+
+    def unused_modules(self) -> list[nn.Module]:
+        """Modules that never feed the features (e.g. the source classifier): always frozen when fine-tuning."""
+        return []
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         if isinstance(batch, torch.Tensor):
@@ -153,3 +168,28 @@ class Backbone(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def augment_images(
+    x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.6, 1.0), hflip: bool = True
+) -> torch.Tensor:
+    """Random resized crop (area ``scale``, aspect 3/4..4/3) and horizontal flip of a (B, C, H, W) batch.
+
+    Every random draw comes from ``generator`` so a resumed run sees the same augmentation.
+    """
+    b, _, h, w = x.shape
+    out = torch.empty_like(x)
+    r = torch.rand((b, 4), generator=generator)
+    for i in range(b):
+        area = scale[0] + (scale[1] - scale[0]) * float(r[i, 0])
+        aspect = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * float(r[i, 1]))
+        ch = max(1, min(h, round(h * math.sqrt(area / aspect))))
+        cw = max(1, min(w, round(w * math.sqrt(area * aspect))))
+        top = int(float(r[i, 2]) * (h - ch + 1))
+        left = int(float(r[i, 3]) * (w - cw + 1))
+        crop = x[i : i + 1, :, top : top + ch, left : left + cw]
+        out[i] = torch.nn.functional.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
+    if hflip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        out[flip] = out[flip].flip(-1)
+    return out

@@ -45,7 +45,10 @@ class HFTextBackbone(Backbone):
         self.model = model
         self.tokenizer = tokenizer
 
-    def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+    def prepare(
+        self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize (padding to the batch's longest text); texts get no augmentation."""
         texts = []
         for it in items:
             if not isinstance(it, str):
@@ -73,6 +76,10 @@ class HFTextBackbone(Backbone):
         if self.preprocess.normalize:
             feats = nn.functional.normalize(feats, dim=-1)
         return feats
+
+    def unused_modules(self) -> list[nn.Module]:
+        pooler = getattr(self.model, "pooler", None)  # BERT's pooler is not used by our pooling
+        return [pooler] if isinstance(pooler, nn.Module) else []
 
     def blocks(self) -> list[nn.Module]:
         for attr in ("encoder.layer", "layers", "h", "transformer.h", "decoder.layers"):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import BackboneUnavailableError, TransferkitError
-from .base import Backbone, ImagePreprocess, load_image
+from .base import Backbone, ImagePreprocess, augment_images, load_image
 from .registry import hub_reachable, parse_bool, register_source
 
 
@@ -37,8 +37,12 @@ class TimmBackbone(Backbone):
         self.model = model.to(memory_format=torch.channels_last)
         self._transform = preprocess.transform()
 
-    def prepare(self, items: Sequence[Any]) -> torch.Tensor:
+    def prepare(
+        self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         x = torch.stack([self._transform(load_image(it)) for it in items])
+        if augment:
+            x = augment_images(x, generator if generator is not None else torch.Generator())
         return x.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,11 +53,24 @@ class TimmBackbone(Backbone):
         return self.model(x)
 
     def blocks(self) -> list[nn.Module]:
+        """The model's stage container, plus one last block for what follows it (e.g. conv_head + bn2)."""
+        children = dict(self.model.named_children())
         for name in ("blocks", "stages", "layers", "features"):
-            seq = getattr(self.model, name, None)
+            seq = children.get(name)
             if isinstance(seq, nn.Sequential | nn.ModuleList):
-                return list(seq)
-        return [m for m in self.model.children()]
+                after = list(children)[list(children).index(name) + 1 :]
+                skip = {id(m) for m in self.unused_modules()}
+                top = [
+                    children[k]
+                    for k in after
+                    if id(children[k]) not in skip and any(True for _ in children[k].parameters())
+                ]
+                return list(seq) + ([nn.Sequential(*top)] if top else [])
+        return [m for m in self.model.children() if any(True for _ in m.parameters())]
+
+    def unused_modules(self) -> list[nn.Module]:
+        clf = self.model.get_classifier()
+        return [clf] if isinstance(clf, nn.Module) and any(True for _ in clf.parameters()) else []
 
 
 def _hub_error(name: str, err: Exception) -> BackboneUnavailableError:

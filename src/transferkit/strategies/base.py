@@ -24,6 +24,12 @@ class RunContext:
     cache_dir: Path | None = None
     use_cache: bool = True
     progress: bool = True
+    checkpoint_dir: Path | None = None
+    """Where a training strategy checkpoints every epoch (None: no checkpoints)."""
+    resume: bool = False
+    """Continue from the checkpoint in checkpoint_dir when there is one."""
+    stop_after: int | None = None
+    """End training after this many epochs of this call (tests use it to simulate a kill)."""
 
 
 @dataclass

@@ -1,0 +1,196 @@
+"""``finetune``: train the backbone too: all blocks, the last N, or gradually from the top; LP-FT optional.
+
+Discriminative learning rates: the backbone learns at ``backbone_lr_mult`` x the head's rate, and with
+``layer_decay`` each block further from the head at a further ``layer_decay`` x less. BatchNorm layers in frozen
+blocks keep their running statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset, Splits
+from ..errors import TransferkitError
+from ..features import default_device, extract_features
+from ..heads import fit_linear_probe, linear_head
+from ..model import TransferModel
+from ..training import ParamGroup, TrainConfig, Trainer
+from .base import RunContext, StrategyResult, register_strategy
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Options of the finetune strategy (plus those of the training loop)."""
+
+    unfreeze: str = "all"
+    """all | last:N (only the last N blocks) | gradual (head alone first, then one more block from the top per
+    epoch)."""
+    lr: float = 1e-3
+    """Peak learning rate of the head."""
+    backbone_lr_mult: float = 0.1
+    """Backbone learning rate = lr x this (discriminative learning rate)."""
+    layer_decay: float | None = None
+    """If set (e.g. 0.8), block k from the top learns at a further layer_decay**k x (layer-wise decay)."""
+    lp_ft: bool = False
+    """LP-FT: fit the linear probe on frozen features first and start fine-tuning from that head."""
+    augment: bool = True
+    """Random resized crops and flips for images during training."""
+
+
+def parse_unfreeze(value: str, n_blocks: int) -> tuple[str, int]:
+    """('all', n) | ('last', N) | ('gradual', n) from the ``unfreeze`` option, or a clear error."""
+    if value in ("all", "gradual"):
+        return value, n_blocks
+    if value.startswith("last:"):
+        try:
+            n = int(value.split(":", 1)[1])
+        except ValueError:
+            n = -1
+        if not 1 <= n <= n_blocks:
+            raise TransferkitError(f"unfreeze={value!r}: N must be a whole number from 1 to {n_blocks} (blocks).")
+        return "last", n
+    raise TransferkitError(f"unfreeze={value!r} is not one of all, last:N, gradual.")
+
+
+def freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def unfreeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(True)
+
+
+class Finetune:
+    name = "finetune"
+    Config = FinetuneConfig
+
+    def run(
+        self, backbone: Backbone, ds: Dataset, splits: Splits, config: FinetuneConfig, ctx: RunContext
+    ) -> StrategyResult:
+        blocks = backbone.blocks()
+        mode, n = parse_unfreeze(config.unfreeze, len(blocks))
+        torch.manual_seed(ctx.seed)
+        y = ds.targets
+        t0 = time.perf_counter()
+        info: dict[str, Any] = {"unfreeze": config.unfreeze}
+        head = linear_head(backbone.feature_dim, len(ds.classes))
+        if config.lp_ft:
+            feats = {
+                part: extract_features(
+                    backbone,
+                    ds,
+                    getattr(splits, part),
+                    cache_dir=ctx.cache_dir,
+                    use_cache=ctx.use_cache,
+                    progress=ctx.progress,
+                    description=f"LP-FT {part} features",
+                )[0]
+                for part in ("train", "val")
+            }
+            probe = fit_linear_probe(
+                feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes), refit_on_val=False
+            )
+            head = probe.head
+            info["probe_val_accuracy"] = probe.val_accuracy
+        model = TransferModel(backbone, head, ds.classes)
+        groups = self._groups(backbone, blocks, head, mode, n, config)
+        top_first = list(range(len(blocks)))[::-1]
+
+        def on_epoch_start(epoch: int) -> None:
+            """Set requires_grad for this epoch (a function of the epoch alone, so resume repeats it)."""
+            freeze(backbone)
+            if mode == "all":
+                unfreeze(backbone)
+            elif mode == "last":
+                for i in top_first[:n]:
+                    unfreeze(blocks[i])
+            else:  # gradual: epoch 0 head only, then one more block from the top each epoch
+                for i in top_first[:epoch]:
+                    unfreeze(blocks[i])
+                if epoch > len(blocks):
+                    unfreeze(backbone)
+            for m in backbone.unused_modules():
+                freeze(m)
+            unfreeze(head)
+
+        def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
+            return backbone.prepare(items, augment=train and config.augment, generator=gen)
+
+        train_cfg = TrainConfig(**{k: v for k, v in asdict(config).items() if k in TrainConfig.__dataclass_fields__})
+        trainer = Trainer(
+            model,
+            groups,
+            batcher,
+            train_cfg,
+            seed=ctx.seed,
+            checkpoint_dir=ctx.checkpoint_dir,
+            progress=ctx.progress,
+            on_epoch_start=on_epoch_start,
+            device=default_device(),
+        )
+        result = trainer.fit(
+            ds.take(splits.train),
+            y[splits.train],
+            ds.take(splits.val),
+            y[splits.val],
+            len(ds.classes),
+            resume=ctx.resume,
+            stop_after=ctx.stop_after,
+        )
+        backbone.mark_changed()
+        model.eval()
+        t1 = time.perf_counter()
+        test_pred = model.predict_proba(ds.take(splits.test)).argmax(1)
+        info.update(
+            {
+                "best_epoch": result.best_epoch + 1,
+                "val_accuracy": result.best_val_accuracy,
+                "epochs_run": len(result.history),
+                "resumed_from_epoch": result.resumed_from,
+                "learning_curve": [asdict(r) for r in result.history],
+                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "blocks": len(blocks),
+                "param_groups": [g.name for g in groups],
+            }
+        )
+        return StrategyResult(
+            model=model,
+            test_pred=np.asarray(test_pred),
+            info=info,
+            timings={"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1},
+        )
+
+    @staticmethod
+    def _groups(
+        backbone: Backbone, blocks: list[nn.Module], head: nn.Module, mode: str, n: int, config: FinetuneConfig
+    ) -> list[ParamGroup]:
+        """Named groups: head, block.K for each block that may train (K from the top), and the rest ('stem')."""
+        groups = [ParamGroup("head", list(head.parameters()), config.lr)]
+        base = config.lr * config.backbone_lr_mult
+        in_blocks: set[int] = set()
+        trainable = range(len(blocks)) if mode != "last" else range(len(blocks) - n, len(blocks))
+        for i in reversed(trainable):
+            depth = len(blocks) - 1 - i
+            lr = base * (config.layer_decay**depth if config.layer_decay else 1.0)
+            params = list(blocks[i].parameters())
+            in_blocks.update(id(p) for p in params)
+            groups.append(ParamGroup(f"block.{depth}", params, lr))
+        in_blocks.update(id(p) for m in backbone.unused_modules() for p in m.parameters())
+        if mode != "last":
+            rest = [p for p in backbone.parameters() if id(p) not in in_blocks]
+            if rest:
+                lr = base * (config.layer_decay ** len(blocks) if config.layer_decay else 1.0)
+                groups.append(ParamGroup("stem", rest, lr))
+        return groups
+
+
+register_strategy(Finetune())

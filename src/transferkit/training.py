@@ -1,0 +1,316 @@
+"""The one training loop: named parameter groups, warm-up + cosine, early stopping, class weights, checkpoints.
+
+A checkpoint after every epoch holds the weights, optimizer, scheduler, data-order RNG, history and early-stopping
+state, so ``resume=True`` after a kill continues and ends exactly where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import TransferkitError
+from .progress import progress_bar
+
+
+@dataclass
+class TrainConfig:
+    """Options of the training loop."""
+
+    epochs: int = 10
+    """Maximum number of epochs."""
+    batch_size: int = 32
+    """Examples per optimizer step."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay."""
+    warmup_frac: float = 0.1
+    """Fraction of all steps spent warming the learning rate up linearly (then cosine decay to zero)."""
+    patience: int | None = 3
+    """Stop after this many epochs without a better validation accuracy (None: run every epoch)."""
+    class_weights: str = "auto"
+    """auto: weight the loss by inverse class frequency when the largest class is > 3x the smallest; on; off."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm (None: no clipping)."""
+    bn_stats: str = "frozen"
+    """frozen: every BatchNorm normalises with its pretrained running statistics (its scale/shift still train),
+    the safe choice for small batches and for LP-FT; train: trainable blocks update them from each batch.
+    BatchNorm in frozen blocks always keeps its statistics."""
+
+
+@dataclass
+class ParamGroup:
+    """A named set of parameters with its own peak learning rate."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: float
+
+
+@dataclass
+class EpochRecord:
+    """One row of the learning curve."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    lr: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    """Learning curve and the epoch whose weights were kept."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_accuracy: float = -1.0
+    resumed_from: int | None = None
+
+
+Batcher = Callable[[Sequence[Any], bool, torch.Generator], Any]
+
+
+def class_weight_vector(y: np.ndarray, num_classes: int, mode: str) -> torch.Tensor | None:
+    """Inverse-frequency weights (mean 1) when asked, or automatically when classes are imbalanced > 3:1."""
+    if mode not in ("auto", "on", "off"):
+        raise TransferkitError(f"class_weights={mode!r} is not one of auto, on, off.")
+    counts = np.bincount(y, minlength=num_classes).astype(float)
+    present = counts[counts > 0]
+    if mode == "off" or (mode == "auto" and present.max() <= 3 * present.min()):
+        return None
+    w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+def set_batchnorm_eval(model: nn.Module, all_layers: bool = False) -> None:
+    """BatchNorm layers keep their running statistics (eval mode): those whose parameters are all frozen, or
+    every one with ``all_layers``."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            params = list(m.parameters())
+            if all_layers or (params and not any(p.requires_grad for p in params)):
+                m.eval()
+
+
+def _schedule(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+class Trainer:
+    """Trains ``model`` (maps a prepared batch to logits) on items + labels; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: list[ParamGroup],
+        batcher: Batcher,
+        config: TrainConfig,
+        *,
+        seed: int = 0,
+        checkpoint_dir: Path | None = None,
+        progress: bool = True,
+        on_epoch_start: Callable[[int], None] | None = None,
+        device: torch.device | None = None,
+    ) -> None:
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameter group names must be unique: {names}")
+        self.model, self.groups, self.batcher, self.config = model, groups, batcher, config
+        self.seed, self.checkpoint_dir, self.progress = seed, checkpoint_dir, progress
+        self.on_epoch_start = on_epoch_start or (lambda epoch: None)
+        self.device = device or torch.device("cpu")
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _evaluate(self, items: Sequence[Any], y: torch.Tensor, gen: torch.Generator) -> tuple[float, float]:
+        self.model.eval()
+        loss, correct = 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, len(items), 64):
+                logits = self.model(self._to_device(self.batcher(items[start : start + 64], False, gen))).float()
+                yb = y[start : start + 64].to(self.device)
+                loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+                correct += int((logits.argmax(1) == yb).sum())
+        return loss / len(items), correct / len(items)
+
+    def fit(
+        self,
+        train_items: Sequence[Any],
+        train_y: np.ndarray,
+        val_items: Sequence[Any],
+        val_y: np.ndarray,
+        num_classes: int,
+        resume: bool = False,
+        stop_after: int | None = None,
+    ) -> TrainResult:
+        """Train, keep the best validation epoch's weights in ``model``, and return the learning curve.
+
+        ``stop_after`` ends the run after that many epochs of this call (to test resuming; a kill does the same).
+        """
+        cfg = self.config
+        if cfg.bn_stats not in ("frozen", "train"):
+            raise TransferkitError(f"bn_stats={cfg.bn_stats!r} is not one of frozen, train.")
+        self.model.to(self.device)
+        torch.manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        yt, yv = torch.from_numpy(train_y).long(), torch.from_numpy(val_y).long()
+        weights = class_weight_vector(train_y, num_classes, cfg.class_weights)
+        loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device))
+        opt = torch.optim.AdamW(
+            [{"params": g.params, "lr": g.lr, "name": g.name} for g in self.groups], weight_decay=cfg.weight_decay
+        )
+        steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
+        total = cfg.epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, int(cfg.warmup_frac * total)))
+        result = TrainResult()
+        best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        start_epoch = 0
+        if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "trainer.json").is_file():
+            start_epoch, best_state = self._load_checkpoint(opt, sched, gen, result)
+            result.resumed_from = start_epoch
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.patience is not None and epoch - result.best_epoch > cfg.patience and result.best_epoch >= 0:
+                break
+            if stop_after is not None and epoch - start_epoch >= stop_after:
+                break
+            t0 = time.perf_counter()
+            self.on_epoch_start(epoch)
+            self.model.train()
+            set_batchnorm_eval(self.model, all_layers=cfg.bn_stats == "frozen")
+            order = torch.randperm(len(train_items), generator=gen)
+            running, seen = 0.0, 0
+            with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, enabled=self.progress) as bar:
+                for idx in order.split(cfg.batch_size):
+                    batch = self._to_device(self.batcher([train_items[int(i)] for i in idx], True, gen))
+                    opt.zero_grad(set_to_none=True)
+                    loss = loss_fn(self.model(batch).float(), yt[idx].to(self.device))
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_([p for g in self.groups for p in g.params], cfg.grad_clip)
+                    opt.step()
+                    sched.step()
+                    running += float(loss.detach()) * len(idx)
+                    seen += len(idx)
+                    bar.advance()
+            val_loss, val_acc = self._evaluate(val_items, yv, gen)
+            rec = EpochRecord(
+                epoch + 1,
+                running / seen,
+                val_loss,
+                val_acc,
+                {pg["name"]: pg["lr"] for pg in opt.param_groups},
+                time.perf_counter() - t0,
+            )
+            result.history.append(rec)
+            if self.progress:
+                from .progress import console
+
+                console.print(
+                    f"epoch {rec.epoch}: train loss {rec.train_loss:.4f}, val loss {val_loss:.4f}, "
+                    f"val accuracy {val_acc:.2%}"
+                )
+            if val_acc > result.best_val_accuracy:
+                result.best_epoch, result.best_val_accuracy = epoch, val_acc
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.checkpoint_dir is not None:
+                self._save_checkpoint(epoch + 1, opt, sched, gen, result, best_state)
+        self.model.load_state_dict(best_state)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(
+        self,
+        next_epoch: int,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        gen: torch.Generator,
+        result: TrainResult,
+        best_state: dict[str, torch.Tensor],
+    ) -> None:
+        """Atomically replace ``checkpoint_dir`` with the state after ``next_epoch`` epochs."""
+        from safetensors.torch import save_file
+
+        assert self.checkpoint_dir is not None
+        target = self.checkpoint_dir
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        try:
+            save_file(_contiguous(self.model.state_dict()), str(tmp / "model.safetensors"))
+            save_file(_contiguous(best_state), str(tmp / "best.safetensors"))
+            torch.save(
+                {
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+                tmp / "state.pt",
+            )
+            meta = {
+                "next_epoch": next_epoch,
+                "groups": [g.name for g in self.groups],
+                "best_epoch": result.best_epoch,
+                "best_val_accuracy": result.best_val_accuracy,
+                "history": [asdict(r) for r in result.history],
+                "config": asdict(self.config),
+                "seed": self.seed,
+            }
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=2))
+            old = target.with_name(f".{target.name}.old")
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load_checkpoint(
+        self, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator, result: TrainResult
+    ) -> tuple[int, dict[str, torch.Tensor]]:
+        from safetensors.torch import load_file
+
+        assert self.checkpoint_dir is not None
+        meta = json.loads((self.checkpoint_dir / "trainer.json").read_text())
+        names = [g.name for g in self.groups]
+        if meta["groups"] != names or meta["seed"] != self.seed or meta["config"] != asdict(self.config):
+            raise TransferkitError(
+                f"The checkpoint in {self.checkpoint_dir} was made with other settings (groups {meta['groups']}, "
+                f"seed {meta['seed']}); resume with the same options or start over without --resume."
+            )
+        self.on_epoch_start(max(0, meta["next_epoch"] - 1))  # the freezing state the optimizer was saved in
+        self.model.load_state_dict(load_file(str(self.checkpoint_dir / "model.safetensors"), device=str(self.device)))
+        state = torch.load(self.checkpoint_dir / "state.pt", map_location=self.device, weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        result.history = [EpochRecord(**r) for r in meta["history"]]
+        result.best_epoch, result.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
+        return meta["next_epoch"], load_file(str(self.checkpoint_dir / "best.safetensors"), device=str(self.device))
+
+
+def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
