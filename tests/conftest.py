@@ -237,6 +237,12 @@ def timm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_timm_folder(tmp_path_factory.mktemp("timm") / "test-effnet")
 
 
+@pytest.fixture(scope="session")
+def vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fixed random test_vit weights: a tiny backbone with attention (for adapters)."""
+    return make_timm_folder(tmp_path_factory.mktemp("vit") / "test-vit", arch="test_vit")
+
+
 @pytest.fixture
 def timm_backbone():
     from transferkit import create_backbone

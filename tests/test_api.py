@@ -57,9 +57,7 @@ def test_fit_images_end_to_end(image_folder, tmp_path, cache_dir):
 
 
 def test_fit_texts_end_to_end(text_csv, bert_dir, tmp_path):
-    result = transferkit.fit(
-        str(text_csv), backbone=str(bert_dir), out=tmp_path / "run", progress=False, **FAST
-    )
+    result = transferkit.fit(str(text_csv), backbone=str(bert_dir), out=tmp_path / "run", progress=False, **FAST)
     _check_metrics(result.metrics, {"transfer", "scratch"})
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["backbone"] == str(bert_dir) and record["data"]["modality"] == "text"
@@ -85,9 +83,7 @@ def test_fit_with_hf_prefix_and_mlp_head_without_scratch(text_csv, gpt2_dir):
 
 def test_fit_on_arrays_dataset():
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.integers(0, 60, (12, 20, 20)), rng.integers(190, 255, (12, 20, 20))]).astype(
-        np.uint8
-    )
+    x = np.concatenate([rng.integers(0, 60, (12, 20, 20)), rng.integers(190, 255, (12, 20, 20))]).astype(np.uint8)
     ds = from_arrays(x, ["dark"] * 12 + ["light"] * 12, name="shades")
     result = transferkit.fit(ds, backbone=TIMM_SPEC, scratch=False, progress=False, **FAST)
     assert result.record["data"]["name"] == "shades"
@@ -96,35 +92,23 @@ def test_fit_on_arrays_dataset():
 
 
 def test_same_seed_identical_metrics_images(image_folder, timm_dir):
-    runs = [
-        transferkit.fit(image_folder, backbone=str(timm_dir), seed=3, progress=False, **FAST)
-        for _ in range(2)
-    ]
+    runs = [transferkit.fit(image_folder, backbone=str(timm_dir), seed=3, progress=False, **FAST) for _ in range(2)]
     a, b = (r.record for r in runs)
     assert runs[0].metrics == runs[1].metrics  # transfer and the CNN control
     assert a["data"]["splits"] == b["data"]["splits"]
     assert a["scratch"]["best_epoch"] == b["scratch"]["best_epoch"]
-    assert (
-        a["strategy_info"]["features_from_cache"] is False
-        and b["strategy_info"]["features_from_cache"] is True
-    )
-    for x, y in zip(
-        runs[0].model.head.state_dict().values(), runs[1].model.head.state_dict().values(), strict=True
-    ):
+    assert a["strategy_info"]["features_from_cache"] is False and b["strategy_info"]["features_from_cache"] is True
+    for x, y in zip(runs[0].model.head.state_dict().values(), runs[1].model.head.state_dict().values(), strict=True):
         assert (x == y).all()
 
 
 def test_same_seed_identical_metrics_texts(bert_dir, text_csv):
-    runs = [
-        transferkit.fit(text_csv, backbone=str(bert_dir), seed=5, progress=False, **FAST) for _ in range(2)
-    ]
+    runs = [transferkit.fit(text_csv, backbone=str(bert_dir), seed=5, progress=False, **FAST) for _ in range(2)]
     assert runs[0].metrics == runs[1].metrics
     assert runs[0].record["config"] == runs[1].record["config"]
     assert runs[0].record["strategy_info"]["features_from_cache"] is False
     assert runs[1].record["strategy_info"]["features_from_cache"] is True
-    for a, b in zip(
-        runs[0].model.head.state_dict().values(), runs[1].model.head.state_dict().values(), strict=True
-    ):
+    for a, b in zip(runs[0].model.head.state_dict().values(), runs[1].model.head.state_dict().values(), strict=True):
         assert (a == b).all()
 
 

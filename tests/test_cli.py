@@ -170,9 +170,7 @@ def test_fit_corrupt_image(tmp_path, timm_dir):
 
 
 def test_fit_bad_backbone_and_strategy(image_folder, tmp_path):
-    assert_clean_failure(
-        invoke("fit", image_folder, "--backbone", "timn:resnet18", "--quiet"), "Did you mean 'timm'?"
-    )
+    assert_clean_failure(invoke("fit", image_folder, "--backbone", "timn:resnet18", "--quiet"), "Did you mean 'timm'?")
     assert_clean_failure(
         invoke("fit", image_folder, "--backbone", "timm:resnet18", "--quiet"),
         "needs pretrained weights from the Hugging Face hub",
@@ -211,16 +209,12 @@ def test_predict_not_a_model(tmp_path):
 
 
 def test_predict_missing_image_and_no_inputs(image_run, tmp_path):
-    assert_clean_failure(
-        invoke("predict", image_run / "model", tmp_path / "ghost.png"), "ghost.png does not exist"
-    )
+    assert_clean_failure(invoke("predict", image_run / "model", tmp_path / "ghost.png"), "ghost.png does not exist")
     assert_clean_failure(invoke("predict", image_run / "model"), "Nothing to predict")
 
 
 def test_predict_unknown_label_in_file(text_run, tmp_path):
-    path = write_csv(
-        tmp_path / "new.csv", [{"text": "great", "label": "pos"}, {"text": "meh", "label": "neutral"}]
-    )
+    path = write_csv(tmp_path / "new.csv", [{"text": "great", "label": "pos"}, {"text": "meh", "label": "neutral"}])
     assert_clean_failure(
         invoke("predict", text_run / "model", "--file", path),
         "has label(s) 'neutral' that the model was not trained on",

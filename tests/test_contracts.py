@@ -24,7 +24,14 @@ from transferkit.strategies import STRATEGIES, RunContext, make_config
 FAST_OPTIONS = {
     "linear-probe": {"c_grid": (0.1, 1.0)},
     "finetune": {"epochs": 4, "batch_size": 8, "lr": 0.01, "lp_ft": True},
+    "lora": {"epochs": 8, "batch_size": 8, "lr": 0.03, "r": 4, "alpha": 8},
 }
+NEEDS_ATTENTION = {"lora"}  # adapters go on attention projections: a ViT instead of the CNN
+
+
+@pytest.fixture
+def backbone_for(timm_dir, vit_dir):
+    return lambda name: str(vit_dir if name in NEEDS_ATTENTION else timm_dir)
 
 
 def _shades(n: int = 10):
@@ -46,8 +53,8 @@ def _run(name: str, backbone_spec: str, seed: int = 0):
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_strategy_learns_and_claims_its_trainable_parameters(name, timm_dir):
-    ds, splits, result = _run(name, str(timm_dir))
+def test_strategy_learns_and_claims_its_trainable_parameters(name, backbone_for):
+    ds, splits, result = _run(name, backbone_for(name))
     assert isinstance(result.model, TransferModel) and result.model.classes == ["dark", "light"]
     assert result.test_pred.shape == (len(splits.test),)
     assert (result.test_pred == ds.targets[splits.test]).mean() == 1.0  # brightness is trivially learnable
@@ -57,33 +64,27 @@ def test_strategy_learns_and_claims_its_trainable_parameters(name, timm_dir):
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_strategy_model_round_trips(name, timm_dir, tmp_path):
-    ds, splits, result = _run(name, str(timm_dir))
+def test_strategy_model_round_trips(name, backbone_for, tmp_path):
+    ds, splits, result = _run(name, backbone_for(name))
     items = ds.take(splits.test)
     loaded = transferkit.load(result.model.save(tmp_path / "m"))
-    np.testing.assert_allclose(
-        loaded.predict_proba(items), result.model.predict_proba(items), rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(loaded.predict_proba(items), result.model.predict_proba(items), rtol=1e-5, atol=1e-6)
     assert loaded.predict_proba(items).argmax(1).tolist() == result.test_pred.tolist()
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
-def test_strategy_repeats_exactly_with_a_fixed_seed(name, timm_dir):
-    _, _, a = _run(name, str(timm_dir), seed=4)
-    _, _, b = _run(name, str(timm_dir), seed=4)
+def test_strategy_repeats_exactly_with_a_fixed_seed(name, backbone_for):
+    _, _, a = _run(name, backbone_for(name), seed=4)
+    _, _, b = _run(name, backbone_for(name), seed=4)
     assert a.test_pred.tolist() == b.test_pred.tolist()
-    for (k, va), vb in zip(
-        a.model.head.state_dict().items(), b.model.head.state_dict().values(), strict=True
-    ):
+    for (k, va), vb in zip(a.model.head.state_dict().items(), b.model.head.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_strategy_misconfiguration_is_a_clear_error(name):
     strat = STRATEGIES.get(name)
-    with pytest.raises(
-        TransferkitError, match=rf"Strategy '{name}' has no option\(s\) bogus_option; its options"
-    ):
+    with pytest.raises(TransferkitError, match=rf"Strategy '{name}' has no option\(s\) bogus_option; its options"):
         make_config(strat, {"bogus_option": 1})
     assert strat.Config.__doc__  # one dataclass per strategy, documented
 

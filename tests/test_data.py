@@ -22,9 +22,7 @@ def test_from_folder_reads_classes_and_files(image_folder):
     assert ds.modality == "image"
     assert ds.classes == ["blue", "green", "red"]
     assert len(ds) == 24
-    assert all(
-        Path(p).is_file() and Path(p).parent.name == lab for p, lab in zip(ds.items, ds.labels, strict=True)
-    )
+    assert all(Path(p).is_file() and Path(p).parent.name == lab for p, lab in zip(ds.items, ds.labels, strict=True))
     assert ds.targets.tolist() == [0] * 8 + [1] * 8 + [2] * 8
 
 
@@ -85,10 +83,7 @@ def test_csv_with_guessed_columns(tmp_path):
     texts, labels = make_texts(3)
     path = write_csv(
         tmp_path / "t.csv",
-        [
-            {"id": str(i), "text": t, "label": lab}
-            for i, (t, lab) in enumerate(zip(texts, labels, strict=True))
-        ],
+        [{"id": str(i), "text": t, "label": lab} for i, (t, lab) in enumerate(zip(texts, labels, strict=True))],
     )
     ds = from_table(path)
     assert ds.modality == "text" and list(ds.items) == texts and ds.labels == labels
@@ -109,9 +104,7 @@ def test_csv_explicit_columns(tmp_path):
 
 
 def test_missing_column_lists_the_columns(tmp_path):
-    path = write_csv(
-        tmp_path / "t.csv", [{"text": "good", "sentiment": "p"}, {"text": "bad", "sentiment": "n"}]
-    )
+    path = write_csv(tmp_path / "t.csv", [{"text": "good", "sentiment": "p"}, {"text": "bad", "sentiment": "n"}])
     with pytest.raises(DataError, match=r"has no label column 'label'; its columns are text, sentiment"):
         from_table(path)
     with pytest.raises(DataError, match=r"has no input column 'body'; its columns are text, sentiment"):
@@ -141,9 +134,7 @@ def test_empty_label_names_the_line(tmp_path):
 def test_undecodable_bytes_name_the_line_and_suggest_an_encoding(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes("text,label\ngood,pos\ncaf\u00e9 bad,neg\n".encode("latin-1"))
-    with pytest.raises(
-        DataError, match=r"latin\.csv, line 3: bytes that are not valid utf-8.*--encoding latin-1"
-    ):
+    with pytest.raises(DataError, match=r"latin\.csv, line 3: bytes that are not valid utf-8.*--encoding latin-1"):
         from_table(path)
     ds = from_table(path, encoding="latin-1")
     assert ds.items[1] == "caf\u00e9 bad"
@@ -184,9 +175,7 @@ def test_image_column_paths_are_relative_to_the_table(tmp_path):
     rng = np.random.default_rng(0)
     write_png(tmp_path / "imgs" / "a.png", (255, 0, 0), rng)
     write_png(tmp_path / "imgs" / "b.png", (0, 0, 255), rng)
-    path = write_csv(
-        tmp_path / "t.csv", [{"image": "imgs/a.png", "label": "r"}, {"image": "imgs/b.png", "label": "b"}]
-    )
+    path = write_csv(tmp_path / "t.csv", [{"image": "imgs/a.png", "label": "r"}, {"image": "imgs/b.png", "label": "b"}])
     ds = from_table(path)
     assert ds.modality == "image" and ds.items == [
         str(tmp_path / "imgs" / "a.png"),

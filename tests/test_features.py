@@ -146,9 +146,7 @@ def test_cache_key_changes_with_tokenizer(bert_dir, tmp_path):
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
     after = create_backbone(str(folder))
-    assert not np.allclose(
-        before.embed(["good film"]).cpu().numpy(), after.embed(["good film"]).cpu().numpy()
-    )
+    assert not np.allclose(before.embed(["good film"]).cpu().numpy(), after.embed(["good film"]).cpu().numpy())
     assert cache_key(after, texts, [0, 1]) != key
 
 
@@ -168,9 +166,7 @@ def test_texts_are_batched_sorted_by_length(bert_backbone, monkeypatch):
         return real_embed(items)
 
     monkeypatch.setattr(bert_backbone, "embed", spy)
-    feats, _ = extract_features(
-        bert_backbone, ds, range(len(ds)), batch_size=7, use_cache=False, progress=False
-    )
+    feats, _ = extract_features(bert_backbone, ds, range(len(ds)), batch_size=7, use_cache=False, progress=False)
     assert [len(c) for c in calls] == [7, 7, 7, 7, 2]
     flat = [n for c in calls for n in c]
     assert flat == sorted(len(t) for t in texts)

@@ -178,6 +178,7 @@ def test_resume_after_interruption_ends_exactly_like_an_uninterrupted_run(tmp_pa
     assert not list(tmp_path.glob(".checkpoint.*")), "temporary checkpoint folders left behind"
     _, resumed = _run(opts, seed=3, checkpoint_dir=ck, resume=True)
     assert resumed.info["resumed_from_epoch"] == 2
+
     def curve(r):
         return [{k: v for k, v in rec.items() if k != "seconds"} for rec in r.info["learning_curve"]]
 

@@ -63,9 +63,7 @@ def test_pack_fingerprints_are_stable(effnet):
 
 
 def test_fashion_mnist_small_fit_and_fresh_process_predict(tmp_path):
-    result = transferkit.fit(
-        "fashion-mnist-small", per_class=10, max_test=200, progress=False, out=tmp_path / "run"
-    )
+    result = transferkit.fit("fashion-mnist-small", per_class=10, max_test=200, progress=False, out=tmp_path / "run")
     assert result.record["backbone"] == "pack:efficientnet-lite0"
     assert result.record["data"]["splits"]["test"] == 200
     assert result.metrics["transfer"]["accuracy"] > 0.5  # chance is 0.1

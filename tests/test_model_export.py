@@ -70,9 +70,7 @@ def test_predict_matches_forward_on_prepared_batch(text_model):
         feats = text_model.forward_features(batch)
     torch.testing.assert_close(text_model.forward_head(feats), logits)
     torch.testing.assert_close(text_model.forward_head(feats, pre_logits=True), feats)
-    np.testing.assert_allclose(
-        text_model.predict_proba(TEXTS), torch.softmax(logits, -1).numpy(), rtol=1e-4, atol=1e-6
-    )
+    np.testing.assert_allclose(text_model.predict_proba(TEXTS), torch.softmax(logits, -1).numpy(), rtol=1e-4, atol=1e-6)
 
 
 def test_predict_one_image_array(images):
@@ -212,9 +210,7 @@ def test_load_never_unpickles(tmp_path, images, monkeypatch):
 def test_load_refuses_a_folder_without_config(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "head.safetensors").write_bytes(b"")
-    with pytest.raises(
-        TransferkitError, match=r"is not a saved transferkit model \(no transferkit\.json in it\)"
-    ):
+    with pytest.raises(TransferkitError, match=r"is not a saved transferkit model \(no transferkit\.json in it\)"):
         transferkit.load(tmp_path / "m")
     with pytest.raises(TransferkitError, match="is not a saved transferkit model"):
         transferkit.load(tmp_path / "missing")

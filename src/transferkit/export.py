@@ -37,8 +37,9 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
             "spec": bb.spec,
             "modality": bb.modality,
             "feature_dim": bb.feature_dim,
-            "fingerprint": bb.fingerprint(),
+            "fingerprint": bb.base_fingerprint if bb.adapter is not None else bb.fingerprint(),
             "weights_saved": save_backbone,
+            "adapter": bb.adapter,
         },
         "preprocess": bb.preprocess.to_dict(),
         "head": head_config(model.head),
@@ -51,11 +52,12 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
             {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
             str(tmp / "head.safetensors"),
         )
-        if save_backbone:
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()},
-                str(tmp / "backbone.safetensors"),
-            )
+        state = {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()}
+        if save_backbone:  # the base weights under their own names (adapters, if any, go to their own file)
+            base = {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
+            save_file(base, str(tmp / "backbone.safetensors"))
+        if bb.adapter is not None:
+            save_file({k: v for k, v in state.items() if "lora_" in k}, str(tmp / "adapter.safetensors"))
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
         if path.exists():
             shutil.rmtree(path)
@@ -93,6 +95,16 @@ def load(path: str | Path) -> TransferModel:
             f"{path}: the weights of {bcfg['spec']} installed here differ from those the model was trained with "
             "(a different pack or model version); retrain or install the original version."
         )
+    if bcfg.get("adapter"):
+        from .backbones.adapters import inject_lora
+
+        inject_lora(backbone, bcfg["adapter"])
+        saved = load_file(str(path / "adapter.safetensors"))
+        result = backbone.load_state_dict(saved, strict=False)
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise TransferkitError(f"{path}: the adapter weights do not fit {bcfg['spec']} ({missing[:3]}).")
+        backbone.mark_changed(full=False)
     head = build_head(cfg["head"])
     head.load_state_dict(load_file(str(path / "head.safetensors")))
     return TransferModel(backbone, head, cfg["classes"]).eval()

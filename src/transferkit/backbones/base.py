@@ -122,11 +122,16 @@ class Backbone(nn.Module):
         self.preprocess = preprocess
         self.pretrained = pretrained
         self.weights_changed = False
+        self.adapter: dict[str, Any] | None = None
+        """Config of injected low-rank adapters (``backbones.adapters``), or None."""
+        self.base_fingerprint: str | None = None
+        """Fingerprint of the pretrained weights before adapters were injected."""
         self._fingerprint: str | None = None
 
-    def mark_changed(self) -> None:
-        """Record that training changed the weights: a saved model then carries them, and the hash is redone."""
-        self.weights_changed = True
+    def mark_changed(self, full: bool = True) -> None:
+        """Record that training changed weights (all of them, or only adapters): a saved model then carries
+        them, and the fingerprint is recomputed."""
+        self.weights_changed = self.weights_changed or full
         self._fingerprint = None
 
     def prepare(

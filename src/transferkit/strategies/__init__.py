@@ -1,6 +1,6 @@
-"""Training strategies, each registered by name (``linear-probe``, ``finetune``; the control lives in ``scratch``)."""
+"""Training strategies, each registered by name; the scratch control lives in ``scratch``."""
 
-from . import finetune, linear_probe  # noqa: F401  (registers the strategies)
+from . import finetune, linear_probe, lora  # noqa: F401  (registration)
 from .base import STRATEGIES, RunContext, Strategy, StrategyResult, make_config, register_strategy
 
 __all__ = ["STRATEGIES", "RunContext", "Strategy", "StrategyResult", "make_config", "register_strategy"]
