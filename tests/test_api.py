@@ -39,10 +39,15 @@ def test_fit_images_end_to_end(image_folder, tmp_path, cache_dir):
     assert record["data"]["splits"] == {"train": 15, "val": 3, "test": 6}
     assert record["data"]["content_hash"] == transferkit.from_folder(image_folder).content_hash()
     assert record["config"]["head"] == "linear"
-    assert record["scratch"]["description"].startswith("small CNN") and record["scratch"]["input_px"] == 32
+    scratch = record["scratch"]
+    assert scratch["description"] in scratch["candidates"] and scratch["input_px"] == 32
+    assert {d.split(" (")[0] for d in scratch["candidates"]} == {
+        "small CNN from random init",
+        "logistic regression on raw pixels",
+    }
     assert record["strategy_info"]["features_from_cache"] is False
     report = (out / "report.md").read_text()
-    assert TIMM_SPEC in report and "| model | accuracy |" in report and "scratch: small CNN" in report
+    assert TIMM_SPEC in report and "| model | accuracy |" in report and f"scratch: {scratch['description']}" in report
     assert verdict_line(result.metrics) in report
     assert len(result.rows) == 2 and "| linear-probe" in result.table()
     # the saved model predicts like the returned one
@@ -94,9 +99,9 @@ def test_fit_on_arrays_dataset():
 def test_same_seed_identical_metrics_images(image_folder, timm_dir):
     runs = [transferkit.fit(image_folder, backbone=str(timm_dir), seed=3, progress=False, **FAST) for _ in range(2)]
     a, b = (r.record for r in runs)
-    assert runs[0].metrics == runs[1].metrics  # transfer and the CNN control
+    assert runs[0].metrics == runs[1].metrics  # transfer and the control
     assert a["data"]["splits"] == b["data"]["splits"]
-    assert a["scratch"]["best_epoch"] == b["scratch"]["best_epoch"]
+    assert a["scratch"]["candidates"] == b["scratch"]["candidates"]
     assert a["strategy_info"]["features_from_cache"] is False and b["strategy_info"]["features_from_cache"] is True
     for x, y in zip(runs[0].model.head.state_dict().values(), runs[1].model.head.state_dict().values(), strict=True):
         assert (x == y).all()

@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from .api import FitResult, fit  # noqa: E402
 from .backbones import create_backbone, list_backbones  # noqa: E402
+from .compare import CompareResult, compare  # noqa: E402
 from .data import DATASETS as datasets  # noqa: E402
 from .data import Dataset, from_arrays, from_folder, from_table, load_builtin  # noqa: E402
 from .errors import BackboneUnavailableError, DataError, TransferkitError  # noqa: E402
@@ -12,6 +13,7 @@ from .model import Prediction, TransferModel  # noqa: E402
 
 __all__ = [
     "BackboneUnavailableError",
+    "CompareResult",
     "DataError",
     "Dataset",
     "FitResult",
@@ -19,6 +21,7 @@ __all__ = [
     "TransferModel",
     "TransferkitError",
     "__version__",
+    "compare",
     "create_backbone",
     "datasets",
     "fit",

@@ -72,6 +72,8 @@ def fit(
         list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/checkpoint.")] = False,
+    seeds: Annotated[int, typer.Option(help="With --strategy auto: seeds per rung.")] = 3,
+    budget: Annotated[str, typer.Option(help="With --strategy auto: time budget, e.g. 10m.")] = "10m",
     text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
     label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
@@ -89,6 +91,22 @@ def fit(
     from .api import fit as run_fit
     from .api import print_result
 
+    if strategy == "auto":
+        _auto(
+            data,
+            backbone,
+            out,
+            seeds,
+            budget,
+            option,
+            per_class,
+            max_test,
+            text_column,
+            image_column,
+            label_column,
+            quiet,
+        )
+        return
     try:
         name = Path(data).stem if Path(data).exists() else data
         given = {"head": head, "unfreeze": unfreeze, "epochs": epochs, "lr": lr, "lp_ft": lp_ft}
@@ -118,6 +136,98 @@ def fit(
         return
     print_result(result)
     typer.echo(f"saved model to {result.out / 'model'} (report: {result.out / 'report.md'})")
+
+
+@app.command()
+def compare(
+    data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies.")] = "linear-probe",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (each its own split).")] = 3,
+    backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the pack for the data).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-compare).")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--set", help="STRATEGY.KEY=VALUE, e.g. finetune.epochs=3 (repeatable).")
+    ] = None,
+    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class.")] = None,
+    max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
+    from .compare import compare as run_compare
+    from .compare import print_compare
+
+    try:
+        names = [s.strip() for s in strategies.split(",") if s.strip()]
+        per_strategy: dict[str, dict[str, Any]] = {}
+        for key, value in parse_options(option or []).items():
+            strat, dot, field = key.partition(".")
+            if not dot or strat not in names:
+                raise TransferkitError(f"--set {key}=...: write STRATEGY.KEY with a strategy from {', '.join(names)}.")
+            per_strategy.setdefault(strat, {})[field] = value
+        name = Path(data).stem if Path(data).exists() else data
+        res = run_compare(
+            data,
+            backbone,
+            names,
+            seeds,
+            out=out or Path("runs") / f"{name}-compare",
+            options=per_strategy,
+            per_class=per_class,
+            max_test=max_test,
+            text_column=text_column,
+            image_column=image_column,
+            label_column=label_column,
+            progress=not quiet,
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_compare(res)
+
+
+def _auto(
+    data: str,
+    backbone: str | None,
+    out: Path | None,
+    seeds: int,
+    budget: str,
+    option: list[str] | None,
+    per_class: int | None,
+    max_test: int | None,
+    text_column: str | None,
+    image_column: str | None,
+    label_column: str,
+    quiet: bool,
+) -> None:
+    """``fit --strategy auto``: the ladder rungs that fit the budget, K seeds each, against scratch."""
+    from .compare import compare as run_compare
+    from .compare import print_compare
+
+    try:
+        if option:
+            raise TransferkitError("--set does not apply to --strategy auto; use `transferkit compare` for that.")
+        name = Path(data).stem if Path(data).exists() else data
+        res = run_compare(
+            data,
+            backbone,
+            "auto",
+            seeds,
+            out=out or Path("runs") / name,
+            budget=budget,
+            per_class=per_class,
+            max_test=max_test,
+            text_column=text_column,
+            image_column=image_column,
+            label_column=label_column,
+            progress=not quiet,
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_compare(res)
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:

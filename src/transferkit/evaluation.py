@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,3 +29,41 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
 
     half = float(stats.t.ppf((1 + confidence) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return m, m - half, m + half
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Transfer minus scratch accuracy over paired seeds, in points, with its interval and one sentence."""
+
+    kind: str  # "helps" | "no clear difference" | "negative transfer"
+    diff: float
+    low: float
+    high: float
+    seeds: int
+
+    @property
+    def text(self) -> str:
+        span = f"[{self.low:+.1f}, {self.high:+.1f}]"
+        if self.kind == "helps":
+            return f"transfer helps: {self.diff:+.1f} points {span} over scratch ({self.seeds} seeds)"
+        if self.kind == "negative transfer":
+            return f"negative transfer: scratch is better by {-self.diff:.1f} points {span} ({self.seeds} seeds)"
+        return f"no clear difference: {self.diff:+.1f} points {span} ({self.seeds} seeds)"
+
+
+def verdict(transfer: Sequence[float], scratch: Sequence[float], confidence: float = 0.95) -> Verdict:
+    """Paired comparison of accuracies on the same seeds (same splits): the 95% interval of the mean difference
+    decides; with one seed nothing can be decided."""
+    if len(transfer) != len(scratch) or not transfer:
+        raise ValueError("transfer and scratch need the same, non-zero number of seeds")
+    diffs = 100 * (np.asarray(transfer, dtype=float) - np.asarray(scratch, dtype=float))
+    m, lo, hi = mean_ci(diffs, confidence)
+    if len(diffs) < 2:
+        kind = "no clear difference"
+    elif lo > 0:
+        kind = "helps"
+    elif hi < 0:
+        kind = "negative transfer"
+    else:
+        kind = "no clear difference"
+    return Verdict(kind, m, lo, hi, len(diffs))

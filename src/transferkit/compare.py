@@ -1,0 +1,227 @@
+"""Several strategies x several seeds against the scratch control on the same splits, with a verdict in words."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .backbones import create_backbone
+from .data import load_data, make_splits
+from .evaluation import Verdict, classification_metrics, mean_ci, verdict
+from .model import TransferModel
+from .progress import out_console
+from .strategies import STRATEGIES, RunContext, make_config
+from .strategies.scratch import run_scratch
+
+SCRATCH = "scratch"
+
+
+@dataclass
+class CompareResult:
+    """Per-seed runs, mean and 95% CI per model, and a paired verdict of each strategy against scratch."""
+
+    runs: list[dict[str, Any]]
+    verdicts: dict[str, Verdict]
+    best: str
+    model: TransferModel | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in [*self.verdicts, SCRATCH]:
+            runs = [r for r in self.runs if r["model"] == name]
+            acc, f1 = (_clip(mean_ci([r[k] for r in runs])) for k in ("accuracy", "macro_f1"))
+            rows.append(
+                {
+                    "model": name,
+                    "accuracy": acc,
+                    "macro_f1": f1,
+                    "wall_s": sum(r["wall_s"] for r in runs) / len(runs),
+                    "trainable_parameters": runs[0]["trainable_parameters"],
+                }
+            )
+        return rows
+
+    def table(self) -> str:
+        """Markdown: accuracy and macro-F1 as mean [95% CI] in percent, wall time, trainable parameters."""
+        lines = ["| model | accuracy % | macro-F1 % | wall s (mean) | trainable params |", "|---|---|---|---|---|"]
+        for r in self.summary():
+            a, f = r["accuracy"], r["macro_f1"]
+            lines.append(
+                f"| {r['model']} | {100 * a[0]:.1f} [{100 * a[1]:.1f}, {100 * a[2]:.1f}] | "
+                f"{100 * f[0]:.1f} [{100 * f[1]:.1f}, {100 * f[2]:.1f}] | {r['wall_s']:.1f} | "
+                f"{r['trainable_parameters']:,} |"
+            )
+        return "\n".join(lines)
+
+    def verdict_lines(self) -> list[str]:
+        return [f"{name}: {v.text}" for name, v in self.verdicts.items()]
+
+
+def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
+    """A t-interval of a proportion shown within [0, 1]."""
+    return ci[0], max(0.0, ci[1]), min(1.0, ci[2])
+
+
+def compare(
+    data: Any,
+    backbone: str | None = None,
+    strategies: Sequence[str] | str = ("linear-probe",),
+    seeds: int | Sequence[int] = 3,
+    *,
+    out: str | Path | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+    per_class: int | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    max_test: int | None = None,
+    text_column: str | None = None,
+    label_column: str = "label",
+    image_column: str | None = None,
+    encoding: str = "utf-8",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    budget: str | float = "10m",
+) -> CompareResult:
+    """Run each strategy and the scratch control on the same seeded splits; decide with paired intervals.
+
+    ``strategies="auto"`` picks the rungs that fit ``budget`` (see ``transferkit.auto``). ``options`` maps a
+    strategy name to its config options. With ``out``, the best strategy's seed-0 model goes
+    to ``out/model`` and the runs to ``out/compare.json`` and ``out/report.md``.
+    """
+    from .api import DEFAULT_BACKBONES
+
+    ds = load_data(
+        data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
+    )
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list or not strategies:
+        from .errors import TransferkitError
+
+        raise TransferkitError("compare needs at least one seed and one strategy.")
+    spec = backbone or DEFAULT_BACKBONES[ds.modality]
+    notes: list[str] = []
+    if strategies == "auto" or list(strategies) == ["auto"]:
+        from .auto import parse_budget, plan_ladder
+
+        first = make_splits(
+            ds, seed=seed_list[0], val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
+        )
+        plan = plan_ladder(
+            create_backbone(spec),
+            ds,
+            len(first.train),
+            len(first.val) + len(first.test),
+            len(seed_list),
+            budget if isinstance(budget, float | int) else parse_budget(budget),
+        )
+        strategies, notes = plan.strategies, plan.notes
+        options = {k: {**v, **(options or {}).get(k, {})} for k, v in plan.options.items()}
+        if progress:
+            out_console.print("auto: " + "; ".join(notes))
+    configs = {s: make_config(STRATEGIES.get(s), (options or {}).get(s, {})) for s in strategies}
+    runs: list[dict[str, Any]] = []
+    models: dict[str, TransferModel] = {}
+    n_classes = len(ds.classes)
+    for seed in seed_list:
+        splits = make_splits(
+            ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
+        )
+        y_test = ds.targets[splits.test]
+        control = run_scratch(ds, splits, seed=seed, progress=progress)
+        runs.append(
+            {
+                "model": SCRATCH,
+                "seed": seed,
+                "wall_s": control.wall_s,
+                "description": control.description,
+                "trainable_parameters": control.trainable_parameters,
+                **classification_metrics(y_test, control.test_pred, n_classes),
+            }
+        )
+        for name in strategies:
+            t0 = time.perf_counter()
+            bb = create_backbone(spec)  # fresh pretrained weights for every run: fine-tuning changes them
+            ctx = RunContext(seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress)
+            result = STRATEGIES.get(name).run(bb, ds, splits, configs[name], ctx)
+            runs.append(
+                {
+                    "model": name,
+                    "seed": seed,
+                    "wall_s": time.perf_counter() - t0,
+                    "trainable_parameters": result.info.get("trainable_parameters", 0),
+                    **classification_metrics(y_test, result.test_pred, n_classes),
+                }
+            )
+            if seed == seed_list[0]:
+                models[name] = result.model
+    verdicts = {
+        name: verdict(
+            [r["accuracy"] for r in runs if r["model"] == name], [r["accuracy"] for r in runs if r["model"] == SCRATCH]
+        )
+        for name in strategies
+    }
+    best = max(strategies, key=lambda s: verdicts[s].diff)
+    meta = {
+        "data": ds.name,
+        "content_hash": ds.content_hash(),
+        "backbone": spec,
+        "seeds": seed_list,
+        "per_class": per_class,
+        "max_test": max_test,
+        "configs": {s: asdict(c) for s, c in configs.items()},
+        "auto_plan": notes,
+    }
+    res = CompareResult(runs, verdicts, best, models.get(best), meta)
+    if out is not None:
+        _write(res, Path(out))
+    return res
+
+
+def _write(res: CompareResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if res.model is not None:
+        res.model.save(out / "model")
+    record = {
+        **res.meta,
+        "runs": res.runs,
+        "verdicts": {k: asdict(v) | {"text": v.text} for k, v in res.verdicts.items()},
+        "best": res.best,
+    }
+    (out / "compare.json").write_text(json.dumps(record, indent=2, default=str))
+    text = [
+        f"# transferkit compare: {res.meta['data']}",
+        "",
+        f"- backbone `{res.meta['backbone']}`, seeds {res.meta['seeds']}, data hash `{res.meta['content_hash']}`",
+        "",
+        res.table(),
+        "",
+        *[f"- {line}" for line in res.verdict_lines()],
+        f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(text))
+
+
+def print_compare(res: CompareResult) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{res.meta['data']}: {len(res.meta['seeds'])} seeds, mean [95% CI]")
+    for col in ("model", "accuracy %", "macro-F1 %", "wall time", "trainable params"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in res.summary():
+        a, f = r["accuracy"], r["macro_f1"]
+        table.add_row(
+            r["model"],
+            f"{100 * a[0]:.1f} [{100 * a[1]:.1f}, {100 * a[2]:.1f}]",
+            f"{100 * f[0]:.1f} [{100 * f[1]:.1f}, {100 * f[2]:.1f}]",
+            f"{r['wall_s']:.1f} s",
+            f"{r['trainable_parameters']:,}",
+        )
+    out_console.print(table)
+    for line in res.verdict_lines():
+        out_console.print(line)

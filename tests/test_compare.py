@@ -1,0 +1,158 @@
+"""Seeds, intervals and the verdict: transfer helps / no clear difference / negative transfer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import transferkit
+from transferkit.cli import app
+from transferkit.compare import compare
+from transferkit.errors import TransferkitError
+from transferkit.evaluation import mean_ci, verdict
+
+from .conftest import TIMM_SPEC
+
+
+def test_verdict_both_ways_and_undecided():
+    helps = verdict([0.85, 0.86, 0.84], [0.80, 0.80, 0.81])
+    assert helps.kind == "helps" and helps.low > 0
+    assert helps.text.startswith("transfer helps: +4.7 points [")
+    neg = verdict([0.50, 0.52, 0.49], [0.80, 0.79, 0.81])
+    assert neg.kind == "negative transfer" and neg.high < 0
+    assert neg.text.startswith("negative transfer: scratch is better by 29.7 points")
+    unclear = verdict([0.80, 0.85, 0.78], [0.81, 0.80, 0.80])
+    assert unclear.kind == "no clear difference" and unclear.low < 0 < unclear.high
+    single = verdict([0.9], [0.5])  # one seed decides nothing
+    assert single.kind == "no clear difference" and single.seeds == 1
+    with pytest.raises(ValueError, match="same, non-zero number of seeds"):
+        verdict([0.9, 0.8], [0.5])
+
+
+def test_verdict_is_paired():
+    # seeds differ a lot from each other, but transfer wins by exactly 2 points on each: a paired test sees it
+    t = [0.62, 0.92, 0.77]
+    s = [0.60, 0.90, 0.75]
+    assert verdict(t, s).kind == "helps"
+    m, lo, hi = mean_ci([100 * (a - b) for a, b in zip(t, s, strict=True)])
+    assert m == pytest.approx(2.0) and hi - lo < 1e-6
+
+
+def test_compare_runs_every_strategy_and_seed_on_the_same_splits(image_folder, tmp_path):
+    res = compare(
+        image_folder,
+        TIMM_SPEC,
+        ["linear-probe", "finetune"],
+        seeds=2,
+        out=tmp_path / "cmp",
+        options={"finetune": {"epochs": 1, "batch_size": 4}},
+        progress=False,
+    )
+    assert sorted((r["model"], r["seed"]) for r in res.runs) == sorted(
+        (m, s) for m in ("linear-probe", "finetune", "scratch") for s in (0, 1)
+    )
+    assert set(res.verdicts) == {"linear-probe", "finetune"} and res.best in res.verdicts
+    record = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert record["seeds"] == [0, 1] and record["verdicts"][res.best]["text"]
+    assert (tmp_path / "cmp" / "model" / "transferkit.json").is_file()
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    for name in ("linear-probe", "finetune", "scratch"):
+        assert f"| {name} |" in report
+    for row in res.summary():
+        assert 0.0 <= row["accuracy"][1] <= row["accuracy"][0] <= row["accuracy"][2] <= 1.0
+
+
+def test_compare_bad_input():
+    with pytest.raises(TransferkitError, match="at least one seed and one strategy"):
+        compare("fashion-mnist-small", seeds=[], progress=False)
+    with pytest.raises(TransferkitError, match="Unknown strategy 'lora2'"):
+        compare("fashion-mnist-small", strategies=["lora2"], progress=False)
+
+
+def test_cli_compare(image_folder, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            str(image_folder),
+            "--backbone",
+            TIMM_SPEC,
+            "--strategies",
+            "linear-probe",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path / "c"),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "linear-probe:" in result.stdout and "(2 seeds)" in result.stdout
+    bad = runner.invoke(app, ["compare", str(image_folder), "--set", "epochs=3", "--quiet"])
+    assert bad.exit_code == 2 and "write STRATEGY.KEY" in bad.stderr
+
+
+def test_image_scratch_control_picks_the_better_on_validation():
+    from transferkit.data import make_splits
+    from transferkit.strategies.scratch import run_scratch
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.integers(0, 60, (15, 16, 16)), rng.integers(190, 255, (15, 16, 16))]).astype(np.uint8)
+    ds = transferkit.from_arrays(x, ["dark"] * 15 + ["light"] * 15)
+    splits = make_splits(ds, seed=0)
+    res = run_scratch(ds, splits, seed=0, progress=False)
+    cands = res.info["candidates"]
+    assert len(cands) == 2 and res.info["val_accuracy"] == max(cands.values())
+    assert (res.test_pred == ds.targets[splits.test]).mean() == 1.0
+
+
+def test_parse_budget():
+    from transferkit.auto import parse_budget
+
+    assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
+    assert parse_budget("42") == 42
+    with pytest.raises(TransferkitError, match="is not a duration like 90s, 10m or 1.5h"):
+        parse_budget("ten minutes")
+
+
+def test_auto_plan_follows_the_budget(image_folder, vit_dir):
+    from transferkit import create_backbone, from_folder
+    from transferkit.auto import plan_ladder
+
+    ds = from_folder(image_folder)
+    bb = create_backbone(TIMM_SPEC)
+    tiny = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=1e-6)
+    assert tiny.strategies == ["linear-probe"] and any("finetune skipped" in n for n in tiny.notes)
+    roomy = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
+    assert roomy.strategies == ["linear-probe", "finetune"]  # no attention: no lora
+    assert roomy.options["finetune"] == {"unfreeze": "last:2", "lp_ft": True, "epochs": 10}
+    vit = plan_ladder(create_backbone(str(vit_dir)), ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
+    assert vit.strategies == ["linear-probe", "finetune", "lora"]
+
+
+def test_cli_fit_auto(image_folder, tmp_path):
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            str(image_folder),
+            "--backbone",
+            TIMM_SPEC,
+            "--strategy",
+            "auto",
+            "--budget",
+            "1s",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path / "auto"),
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "auto" / "compare.json").read_text())
+    assert record["auto_plan"] and "linear-probe" in record["verdicts"]
