@@ -20,6 +20,7 @@ from .model import TransferModel
 from .progress import out_console as console
 from .strategies import STRATEGIES, RunContext, make_config
 from .strategies.scratch import ControlResult, run_scratch
+from .training import is_main_process
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -126,7 +127,7 @@ def fit(
         ds, splits, spec, strategy, config, seed, metrics, result.info, result.timings, control, load_s, transfer_s
     )
     fit_result = FitResult(result.model, metrics, record, Path(out) if out else None, rows)
-    if out is not None:
+    if out is not None and is_main_process():  # under `accelerate launch`, one process writes
         write_run(fit_result, Path(out))
         if checkpoint is not None and checkpoint.exists():
             shutil.rmtree(checkpoint)

@@ -184,6 +184,7 @@ class Trainer:
         steps_per_epoch = math.ceil(len(train_items) / cfg.batch_size)
         total = cfg.epochs * steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, int(cfg.warmup_frac * total)))
+        dist = Distributed.from_env()
         result = TrainResult()
         best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         start_epoch = 0
@@ -197,16 +198,22 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             self.on_epoch_start(epoch)
+            forward = dist.wrap(self.model)  # DDP over the parameters trainable this epoch (plain model alone)
             self.model.train()
             set_batchnorm_eval(self.model, all_layers=cfg.bn_stats == "frozen")
             order = torch.randperm(len(train_items), generator=gen)
             running, seen = 0.0, 0
-            with progress_bar(f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, enabled=self.progress) as bar:
-                for idx in order.split(cfg.batch_size):
+            with progress_bar(
+                f"epoch {epoch + 1}/{cfg.epochs}", steps_per_epoch, enabled=self.progress and dist.is_main
+            ) as bar:
+                for global_idx in order.split(cfg.batch_size):
+                    idx = dist.shard(global_idx)  # this process's part of the global batch
+                    if idx is None:
+                        continue
                     batch = self._to_device(self.batcher([train_items[int(i)] for i in idx], True, gen))
                     opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(self.model(batch).float(), yt[idx].to(self.device))
-                    loss.backward()
+                    loss = loss_fn(forward(batch).float(), yt[idx].to(self.device))
+                    dist.backward(loss)
                     if cfg.grad_clip is not None:
                         nn.utils.clip_grad_norm_([p for g in self.groups for p in g.params], cfg.grad_clip)
                     opt.step()
@@ -224,7 +231,7 @@ class Trainer:
                 time.perf_counter() - t0,
             )
             result.history.append(rec)
-            if self.progress:
+            if self.progress and dist.is_main:
                 from .progress import console
 
                 console.print(
@@ -234,8 +241,9 @@ class Trainer:
             if val_acc > result.best_val_accuracy:
                 result.best_epoch, result.best_val_accuracy = epoch, val_acc
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.checkpoint_dir is not None:
+            if self.checkpoint_dir is not None and dist.is_main:
                 self._save_checkpoint(epoch + 1, opt, sched, gen, result, best_state)
+            dist.barrier()
         self.model.load_state_dict(best_state)
         return result
 
@@ -310,6 +318,61 @@ class Trainer:
         result.history = [EpochRecord(**r) for r in meta["history"]]
         result.best_epoch, result.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
         return meta["next_epoch"], load_file(str(self.checkpoint_dir / "best.safetensors"), device=str(self.device))
+
+
+class Distributed:
+    """Data-parallel plumbing through accelerate when launched with several processes (``accelerate launch``);
+    a no-op in a single process, so single-process runs stay bit-for-bit reproducible.
+
+    Each global batch is split across processes (same global batch size and schedule as one process). The model is
+    wrapped in DDP afresh whenever the set of trainable parameters changes (gradual unfreezing), so DDP never
+    waits for gradients of frozen parameters ("unused parameters") nor misses newly unfrozen ones.
+    """
+
+    def __init__(self, accelerator: Any | None) -> None:
+        self.acc = accelerator
+        self.world = accelerator.num_processes if accelerator else 1
+        self.rank = accelerator.process_index if accelerator else 0
+        self.is_main = self.rank == 0
+        self._wrapped: tuple[frozenset[int], Any] | None = None
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls(None)
+        from accelerate import Accelerator
+
+        return cls(Accelerator(cpu=not torch.cuda.is_available()))
+
+    def wrap(self, model: nn.Module) -> Callable[[Any], torch.Tensor]:
+        if self.acc is None:
+            return model
+        trainable = frozenset(id(p) for p in model.parameters() if p.requires_grad)
+        if self._wrapped is None or self._wrapped[0] != trainable:
+            self._wrapped = (trainable, self.acc.prepare_model(model))
+        return self._wrapped[1]
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor | None:
+        if self.world == 1:
+            return idx
+        if len(idx) < self.world:  # a last batch too small to split: every process skips it
+            return None
+        return idx[self.rank :: self.world]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.acc is None:
+            loss.backward()
+        else:
+            self.acc.backward(loss)
+
+    def barrier(self) -> None:
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a multi-process launch."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
