@@ -95,9 +95,9 @@ def test_gradual_unfreezing_adds_one_block_per_epoch():
     seen = []
     bb = create_backbone(TIMM_SPEC)
     blocks = bb.blocks()
-    from transferkit.strategies import finetune as ft
+    from transferkit import training as tr
 
-    real_trainer = ft.Trainer
+    real_trainer = tr.Trainer
 
     class Spy(real_trainer):
         def __init__(self, *a, **kw):
@@ -110,14 +110,14 @@ def test_gradual_unfreezing_adds_one_block_per_epoch():
             kw["on_epoch_start"] = hook
             super().__init__(*a, **kw)
 
-    ft.Trainer = Spy
+    tr.Trainer = Spy
     try:
         ds = _shades()
         strat = STRATEGIES.get("finetune")
         cfg = make_config(strat, {"unfreeze": "gradual", "epochs": 3, "patience": None, "batch_size": 8})
         strat.run(bb, ds, make_splits(ds, seed=0), cfg, RunContext(progress=False))
     finally:
-        ft.Trainer = real_trainer
+        tr.Trainer = real_trainer
     assert [sum(s) for s in seen] == [0, 1, 2]
     assert seen[1][-1] and not seen[1][0]  # from the top
 

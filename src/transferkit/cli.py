@@ -91,20 +91,24 @@ def fit(
     from .api import fit as run_fit
     from .api import print_result
 
-    if strategy == "auto":
-        _auto(
+    if strategy == "auto":  # the ladder rungs that fit the budget, K seeds each, against scratch
+        if option:
+            _fail(TransferkitError("--set does not apply to --strategy auto; use `transferkit compare` for that."))
+        name = Path(data).stem if Path(data).exists() else data
+        compare(
             data,
-            backbone,
-            out,
-            seeds,
-            budget,
-            option,
-            per_class,
-            max_test,
-            text_column,
-            image_column,
-            label_column,
-            quiet,
+            strategies="auto",
+            seeds=seeds,
+            backbone=backbone,
+            out=out or Path("runs") / name,
+            option=None,
+            per_class=per_class,
+            max_test=max_test,
+            text_column=text_column,
+            image_column=image_column,
+            label_column=label_column,
+            quiet=quiet,
+            budget=budget,
         )
         return
     try:
@@ -154,6 +158,7 @@ def compare(
     image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
     label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    budget: Annotated[str, typer.Option(help="With --strategies auto: time budget, e.g. 10m.")] = "10m",
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
     from .compare import compare as run_compare
@@ -181,48 +186,7 @@ def compare(
             image_column=image_column,
             label_column=label_column,
             progress=not quiet,
-        )
-    except TransferkitError as e:
-        _fail(e)
-        return
-    print_compare(res)
-
-
-def _auto(
-    data: str,
-    backbone: str | None,
-    out: Path | None,
-    seeds: int,
-    budget: str,
-    option: list[str] | None,
-    per_class: int | None,
-    max_test: int | None,
-    text_column: str | None,
-    image_column: str | None,
-    label_column: str,
-    quiet: bool,
-) -> None:
-    """``fit --strategy auto``: the ladder rungs that fit the budget, K seeds each, against scratch."""
-    from .compare import compare as run_compare
-    from .compare import print_compare
-
-    try:
-        if option:
-            raise TransferkitError("--set does not apply to --strategy auto; use `transferkit compare` for that.")
-        name = Path(data).stem if Path(data).exists() else data
-        res = run_compare(
-            data,
-            backbone,
-            "auto",
-            seeds,
-            out=out or Path("runs") / name,
             budget=budget,
-            per_class=per_class,
-            max_test=max_test,
-            text_column=text_column,
-            image_column=image_column,
-            label_column=label_column,
-            progress=not quiet,
         )
     except TransferkitError as e:
         _fail(e)

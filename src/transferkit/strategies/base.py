@@ -76,3 +76,60 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 StrategyFactory = Callable[[], Strategy]
+
+
+def train_and_predict(
+    model: TransferModel,
+    groups: list[Any],
+    batcher: Callable[..., Any],
+    config: Any,
+    ds: Dataset,
+    splits: Splits,
+    ctx: RunContext,
+    on_epoch_start: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
+    """Run the training loop on the train/val splits, then predict the test split.
+
+    Returns (test predictions, info for run.json incl. the learning curve, timings).
+    """
+    import time
+
+    from ..features import default_device
+    from ..training import TrainConfig, Trainer
+
+    t0 = time.perf_counter()
+    train_cfg = TrainConfig(**{k: v for k, v in asdict(config).items() if k in TrainConfig.__dataclass_fields__})
+    trainer = Trainer(
+        model,
+        groups,
+        batcher,
+        train_cfg,
+        seed=ctx.seed,
+        checkpoint_dir=ctx.checkpoint_dir,
+        progress=ctx.progress,
+        on_epoch_start=on_epoch_start,
+        device=default_device(),
+    )
+    y = ds.targets
+    result = trainer.fit(
+        ds.take(splits.train),
+        y[splits.train],
+        ds.take(splits.val),
+        y[splits.val],
+        len(ds.classes),
+        resume=ctx.resume,
+        stop_after=ctx.stop_after,
+    )
+    model.eval()
+    t1 = time.perf_counter()
+    test_pred = np.asarray(model.predict_proba(ds.take(splits.test)).argmax(1))
+    info = {
+        "best_epoch": result.best_epoch + 1,
+        "val_accuracy": result.best_val_accuracy,
+        "epochs_run": len(result.history),
+        "resumed_from_epoch": result.resumed_from,
+        "learning_curve": [asdict(r) for r in result.history],
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "param_groups": [g.name for g in groups],
+    }
+    return test_pred, info, {"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1}

@@ -8,21 +8,20 @@ blocks keep their running statistics.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..features import default_device, extract_features
+from ..features import extract_features
 from ..heads import fit_linear_probe, linear_head
 from ..model import TransferModel
-from ..training import ParamGroup, TrainConfig, Trainer
-from .base import RunContext, StrategyResult, register_strategy
+from ..training import ParamGroup, TrainConfig
+from .base import RunContext, StrategyResult, register_strategy, train_and_predict
 
 
 @dataclass
@@ -101,6 +100,7 @@ class Finetune:
             )
             head = probe.head
             info["probe_val_accuracy"] = probe.val_accuracy
+        t_lp = time.perf_counter() - t0
         model = TransferModel(backbone, head, ds.classes)
         groups = self._groups(backbone, blocks, head, mode, n, config)
         top_first = list(range(len(blocks)))[::-1]
@@ -125,49 +125,13 @@ class Finetune:
         def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
             return backbone.prepare(items, augment=train and config.augment, generator=gen)
 
-        train_cfg = TrainConfig(**{k: v for k, v in asdict(config).items() if k in TrainConfig.__dataclass_fields__})
-        trainer = Trainer(
-            model,
-            groups,
-            batcher,
-            train_cfg,
-            seed=ctx.seed,
-            checkpoint_dir=ctx.checkpoint_dir,
-            progress=ctx.progress,
-            on_epoch_start=on_epoch_start,
-            device=default_device(),
-        )
-        result = trainer.fit(
-            ds.take(splits.train),
-            y[splits.train],
-            ds.take(splits.val),
-            y[splits.val],
-            len(ds.classes),
-            resume=ctx.resume,
-            stop_after=ctx.stop_after,
+        test_pred, train_info, timings = train_and_predict(
+            model, groups, batcher, config, ds, splits, ctx, on_epoch_start=on_epoch_start
         )
         backbone.mark_changed()
-        model.eval()
-        t1 = time.perf_counter()
-        test_pred = model.predict_proba(ds.take(splits.test)).argmax(1)
-        info.update(
-            {
-                "best_epoch": result.best_epoch + 1,
-                "val_accuracy": result.best_val_accuracy,
-                "epochs_run": len(result.history),
-                "resumed_from_epoch": result.resumed_from,
-                "learning_curve": [asdict(r) for r in result.history],
-                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "blocks": len(blocks),
-                "param_groups": [g.name for g in groups],
-            }
-        )
-        return StrategyResult(
-            model=model,
-            test_pred=np.asarray(test_pred),
-            info=info,
-            timings={"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1},
-        )
+        info.update(train_info, blocks=len(blocks))
+        timings["lp_s"] = t_lp
+        return StrategyResult(model=model, test_pred=test_pred, info=info, timings=timings)
 
     @staticmethod
     def _groups(

@@ -5,22 +5,19 @@ The saved model holds the head and the adapters (a few hundred kB), and reloads 
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..backbones.adapters import adapter_parameters, default_targets, inject_lora
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..features import default_device
 from ..heads import linear_head
 from ..model import TransferModel
-from ..training import ParamGroup, TrainConfig, Trainer
-from .base import RunContext, StrategyResult, register_strategy
+from ..training import ParamGroup, TrainConfig
+from .base import RunContext, StrategyResult, register_strategy, train_and_predict
 
 
 @dataclass
@@ -69,51 +66,14 @@ class Lora:
         head = linear_head(backbone.feature_dim, len(ds.classes))
         model = TransferModel(backbone, head, ds.classes)
         groups = [ParamGroup("head", list(head.parameters()), config.lr), ParamGroup("lora", adapters, config.lr)]
-        train_cfg = TrainConfig(**{k: v for k, v in asdict(config).items() if k in TrainConfig.__dataclass_fields__})
 
         def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
             return backbone.prepare(items, augment=False, generator=gen)
 
-        t0 = time.perf_counter()
-        trainer = Trainer(
-            model,
-            groups,
-            batcher,
-            train_cfg,
-            seed=ctx.seed,
-            checkpoint_dir=ctx.checkpoint_dir,
-            progress=ctx.progress,
-            device=default_device(),
-        )
-        y = ds.targets
-        result = trainer.fit(
-            ds.take(splits.train),
-            y[splits.train],
-            ds.take(splits.val),
-            y[splits.val],
-            len(ds.classes),
-            resume=ctx.resume,
-            stop_after=ctx.stop_after,
-        )
+        test_pred, info, timings = train_and_predict(model, groups, batcher, config, ds, splits, ctx)
         backbone.mark_changed(full=False)
-        model.eval()
-        t1 = time.perf_counter()
-        test_pred = model.predict_proba(ds.take(splits.test)).argmax(1)
-        return StrategyResult(
-            model=model,
-            test_pred=np.asarray(test_pred),
-            info={
-                "target_modules": targets,
-                "best_epoch": result.best_epoch + 1,
-                "val_accuracy": result.best_val_accuracy,
-                "epochs_run": len(result.history),
-                "resumed_from_epoch": result.resumed_from,
-                "learning_curve": [asdict(r) for r in result.history],
-                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "adapter_parameters": sum(p.numel() for p in adapters),
-            },
-            timings={"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1},
-        )
+        info.update(target_modules=targets, adapter_parameters=sum(p.numel() for p in adapters))
+        return StrategyResult(model=model, test_pred=test_pred, info=info, timings=timings)
 
 
 register_strategy(Lora())
