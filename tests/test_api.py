@@ -210,3 +210,11 @@ def test_verdict_line():
     assert verdict_line({"transfer": {"accuracy": 0.9}}) == "No scratch control was run."
     line = verdict_line({"transfer": {"accuracy": 0.8}, "scratch": {"accuracy": 0.9}})
     assert "10.0 points lower than scratch" in line
+
+
+def test_fit_budget_matched_scratch_records_its_budget(image_folder, timm_dir):
+    res = transferkit.fit(image_folder, backbone=str(timm_dir), progress=False, scratch_budget="matched")
+    budget = res.record["scratch"]["time_budget_s"]
+    saved = res.record["strategy_info"]["cache_saved_s"]
+    assert budget == pytest.approx(res.record["timings_s"]["transfer_total"] + saved)
+    assert 1 <= res.record["scratch"]["cnn_epochs"] <= 100

@@ -93,7 +93,7 @@ def test_cli_compare(image_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert "linear-probe:" in result.stdout and "(2 seeds)" in result.stdout
     bad = runner.invoke(app, ["compare", str(image_folder), "--set", "epochs=3", "--quiet"])
-    assert bad.exit_code == 2 and "write STRATEGY.KEY" in bad.stderr
+    assert bad.exit_code == 2 and "write LABEL.KEY" in bad.stderr
 
 
 def test_image_scratch_control_picks_the_better_on_validation():
@@ -156,3 +156,81 @@ def test_cli_fit_auto(image_folder, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "auto" / "compare.json").read_text())
     assert record["auto_plan"] and "linear-probe" in record["verdicts"]
+
+
+def test_variants_of_one_strategy_and_a_budget_matched_scratch(image_folder):
+    res = compare(
+        image_folder,
+        TIMM_SPEC,
+        ["probe=linear-probe", "last-1=finetune", "full=finetune"],
+        seeds=2,
+        options={"last-1": {"epochs": 1, "unfreeze": "last:1"}, "full": {"epochs": 1, "batch_size": 4}},
+        progress=False,
+    )
+    assert res.meta["strategies"] == {"probe": "linear-probe", "last-1": "finetune", "full": "finetune"}
+    assert res.meta["configs"]["last-1"]["unfreeze"] == "last:1" and res.meta["configs"]["full"]["unfreeze"] == "all"
+    assert set(res.verdicts) == {"probe", "last-1", "full"}
+    for seed in (0, 1):
+        runs = [r for r in res.runs if r["seed"] == seed]
+        control = next(r for r in runs if r["model"] == "scratch")
+        # the control gets the time of this seed's costliest transfer run, no more, no less
+        assert control["budget_s"] == max(r["cost_s"] for r in runs if r["model"] != "scratch")
+        assert control["info"]["time_budget_s"] == control["budget_s"]
+        assert 1 <= control["info"]["cnn_epochs"] <= 100
+    assert "budget-matched to the costliest transfer run" in res.scratch_line()
+
+
+def test_a_cached_run_is_charged_its_cold_cost(image_folder, timm_dir, tmp_path):
+    kw = {"seeds": [0], "cache_dir": tmp_path, "progress": False, "scratch_budget": "fixed"}
+    cold = compare(image_folder, str(timm_dir), ["linear-probe"], **kw).runs[0]
+    warm = compare(image_folder, str(timm_dir), ["linear-probe"], **kw).runs[0]
+    assert cold["cost_s"] == cold["wall_s"] and warm["cost_s"] > warm["wall_s"]
+
+
+def test_fixed_scratch_schedule():
+    res = compare(
+        "fashion-mnist-small",
+        TIMM_SPEC,
+        ["linear-probe"],
+        seeds=[0],
+        per_class=3,
+        max_test=20,
+        scratch_budget="fixed",
+        progress=False,
+    )
+    control = next(r for r in res.runs if r["model"] == "scratch")
+    assert control["budget_s"] is None and control["info"]["cnn_epochs"] == 40
+    assert res.scratch_line().endswith("its own fixed schedule")
+
+
+def test_scratch_cnn_epochs_follow_the_time_budget():
+    from transferkit.data import make_splits
+    from transferkit.strategies.scratch import ScratchConfig, run_scratch
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (24, 16, 16)).astype(np.uint8)
+    ds = transferkit.from_arrays(x, ["a", "b"] * 12)
+    splits = make_splits(ds, seed=0)
+    none_left = run_scratch(ds, splits, config=ScratchConfig(time_budget_s=0.0), progress=False)
+    assert none_left.info["cnn_epochs"] == 1 and none_left.info["time_budget_s"] == 0.0
+    plenty = run_scratch(ds, splits, config=ScratchConfig(time_budget_s=1e6, max_epochs=3), progress=False)
+    assert plenty.info["cnn_epochs"] == 3
+
+
+def test_bad_variants_and_scratch_budget(image_folder):
+    for strategies, message in [
+        (["a=linear-probe", "a=finetune"], "given twice"),
+        (["scratch=linear-probe"], "reserved"),
+        (["=linear-probe"], "empty"),
+        (["x=lora2"], "Unknown strategy 'lora2'"),
+    ]:
+        with pytest.raises(TransferkitError, match=message):
+            compare(image_folder, TIMM_SPEC, strategies, seeds=1, progress=False)
+    with pytest.raises(TransferkitError, match="Options given for ft, which is not among linear-probe"):
+        compare(image_folder, TIMM_SPEC, ["linear-probe"], options={"ft": {}}, seeds=1, progress=False)
+    with pytest.raises(TransferkitError, match="scratch_budget='time' is not one of matched, fixed"):
+        compare(image_folder, TIMM_SPEC, ["linear-probe"], scratch_budget="time", progress=False)
+    with pytest.raises(TransferkitError, match="scratch_budget='x' is not one of matched, fixed"):
+        transferkit.fit(image_folder, TIMM_SPEC, scratch_budget="x", progress=False)
+    bad = CliRunner().invoke(app, ["compare", str(image_folder), "--scratch-budget", "later", "--quiet"])
+    assert bad.exit_code == 2 and "scratch_budget='later' is not one of matched, fixed" in bad.stderr

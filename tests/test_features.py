@@ -193,3 +193,14 @@ def test_bad_image_leaves_no_cache_behind(timm_backbone, tmp_path, cache_dir):
     with pytest.raises(Exception, match=r"bad\.png"):
         extract_features(timm_backbone, ds, range(len(ds)), progress=False)
     assert not _cache_files(cache_dir)
+
+
+def test_cache_hit_reports_the_extraction_time_it_saved(timm_backbone, image_folder, cache_dir):
+    ds = from_folder(image_folder)
+    cold: dict[str, float] = {}
+    extract_features(timm_backbone, ds, [0, 1, 2], progress=False, stats=cold)
+    assert cold["extract_s"] > 0 and "saved_s" not in cold
+    warm: dict[str, float] = {}
+    _, cached = extract_features(timm_backbone, ds, [0, 1, 2], progress=False, stats=warm)
+    # the cold run's seconds travel in the cache file's metadata (rounded to ms)
+    assert cached and warm["saved_s"] == warm["extract_s"] == pytest.approx(cold["extract_s"], abs=1e-3)

@@ -19,7 +19,7 @@ from .evaluation import classification_metrics
 from .model import TransferModel
 from .progress import out_console as console
 from .strategies import STRATEGIES, RunContext, make_config
-from .strategies.scratch import ControlResult, run_scratch
+from .strategies.scratch import ControlResult, ScratchConfig, run_scratch
 from .training import is_main_process
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
@@ -62,6 +62,7 @@ def fit(
     image_column: str | None = None,
     encoding: str = "utf-8",
     scratch: bool = True,
+    scratch_budget: str = "fixed",
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
@@ -72,10 +73,15 @@ def fit(
 
     ``data`` is a built-in dataset name, an image folder, a CSV/JSONL file or a ``Dataset``. The backbone defaults
     to the offline pack for the data's modality. Extra keyword options go to the strategy's config dataclass
-    (e.g. ``head="mlp"``, ``unfreeze="last:2"``). With ``out``, the model is saved to ``out/model`` and the report
+    (e.g. ``head="mlp"``, ``unfreeze="last:2"``). The scratch control runs its own fixed schedule
+    (``scratch_budget="fixed"``: the same seed gives the same numbers) or gets the time the transfer run cost
+    (``"matched"``, counting feature extraction a cache hit saved; its epoch count then depends on this machine's
+    speed and is recorded in run.json). With ``out``, the model is saved to ``out/model`` and the report
     to ``out/``; training strategies checkpoint every epoch to ``out/checkpoint`` and ``resume=True`` continues
     from there after an interruption (the checkpoint is removed once the run has finished).
     """
+    if scratch_budget not in ("matched", "fixed"):
+        raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of matched, fixed.")
     ds = load_data(
         data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
     )
@@ -113,7 +119,8 @@ def fit(
     ]
     control: ControlResult | None = None
     if scratch:
-        control = run_scratch(ds, splits, seed=seed, progress=progress)
+        budget_s = transfer_s + float(result.info.get("cache_saved_s", 0.0)) if scratch_budget == "matched" else None
+        control = run_scratch(ds, splits, seed=seed, config=ScratchConfig(time_budget_s=budget_s), progress=progress)
         metrics["scratch"] = classification_metrics(y_test, control.test_pred, n_classes)
         rows.append(
             {

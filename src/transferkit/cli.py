@@ -84,6 +84,12 @@ def fit(
     test_size: Annotated[float, typer.Option(help="Test fraction when the data has no test split.")] = 0.2,
     max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
     scratch: Annotated[bool, typer.Option(help="Also train the from-scratch control.")] = True,
+    scratch_budget: Annotated[
+        str,
+        typer.Option(
+            help="fixed: scratch runs its own schedule (reproducible); matched: it gets the time the transfer run cost."
+        ),
+    ] = "fixed",
     cache: Annotated[bool, typer.Option(help="Use the on-disk feature cache.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -109,6 +115,7 @@ def fit(
             label_column=label_column,
             quiet=quiet,
             budget=budget,
+            scratch_budget="matched",
         )
         return
     try:
@@ -130,6 +137,7 @@ def fit(
             image_column=image_column,
             encoding=encoding,
             scratch=scratch,
+            scratch_budget=scratch_budget,
             use_cache=cache,
             progress=not quiet,
             resume=resume,
@@ -145,12 +153,18 @@ def fit(
 @app.command()
 def compare(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
-    strategies: Annotated[str, typer.Option(help="Comma-separated strategies.")] = "linear-probe",
+    strategies: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated strategies, 'auto', or LABEL=STRATEGY variants, e.g. "
+            "linear-probe,lp-ft=finetune,full=finetune (then --set lp-ft.lp_ft=true)."
+        ),
+    ] = "linear-probe",
     seeds: Annotated[int, typer.Option(help="Number of seeds (each its own split).")] = 3,
     backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the pack for the data).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-compare).")] = None,
     option: Annotated[
-        list[str] | None, typer.Option("--set", help="STRATEGY.KEY=VALUE, e.g. finetune.epochs=3 (repeatable).")
+        list[str] | None, typer.Option("--set", help="LABEL.KEY=VALUE, e.g. finetune.epochs=3 (repeatable).")
     ] = None,
     per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class.")] = None,
     max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
@@ -159,6 +173,12 @@ def compare(
     label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     budget: Annotated[str, typer.Option(help="With --strategies auto: time budget, e.g. 10m.")] = "10m",
+    scratch_budget: Annotated[
+        str,
+        typer.Option(
+            help="matched: scratch gets the time of the costliest transfer run of each seed; fixed: its own schedule."
+        ),
+    ] = "matched",
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
     from .compare import compare as run_compare
@@ -166,11 +186,12 @@ def compare(
 
     try:
         names = [s.strip() for s in strategies.split(",") if s.strip()]
+        labels = [n.partition("=")[0].strip() for n in names]
         per_strategy: dict[str, dict[str, Any]] = {}
         for key, value in parse_options(option or []).items():
             strat, dot, field = key.partition(".")
-            if not dot or strat not in names:
-                raise TransferkitError(f"--set {key}=...: write STRATEGY.KEY with a strategy from {', '.join(names)}.")
+            if not dot or strat not in labels:
+                raise TransferkitError(f"--set {key}=...: write LABEL.KEY with a label from {', '.join(labels)}.")
             per_strategy.setdefault(strat, {})[field] = value
         name = Path(data).stem if Path(data).exists() else data
         res = run_compare(
@@ -187,6 +208,7 @@ def compare(
             label_column=label_column,
             progress=not quiet,
             budget=budget,
+            scratch_budget=scratch_budget,
         )
     except TransferkitError as e:
         _fail(e)

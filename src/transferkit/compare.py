@@ -11,11 +11,12 @@ from typing import Any
 
 from .backbones import create_backbone
 from .data import load_data, make_splits
+from .errors import TransferkitError
 from .evaluation import Verdict, classification_metrics, mean_ci, verdict
 from .model import TransferModel
 from .progress import out_console
 from .strategies import STRATEGIES, RunContext, make_config
-from .strategies.scratch import run_scratch
+from .strategies.scratch import ScratchConfig, run_scratch
 
 SCRATCH = "scratch"
 
@@ -61,10 +62,46 @@ class CompareResult:
     def verdict_lines(self) -> list[str]:
         return [f"{name}: {v.text}" for name, v in self.verdicts.items()]
 
+    def scratch_line(self) -> str:
+        """How the scratch control was budgeted and what it became."""
+        runs = [r for r in self.runs if r["model"] == SCRATCH]
+        kinds = ", ".join(sorted({r["description"] for r in runs}))
+        budgets = [r["info"]["time_budget_s"] for r in runs if r["info"].get("time_budget_s") is not None]
+        if budgets:
+            epochs = ", ".join(str(r["info"]["cnn_epochs"]) for r in runs)
+            return (
+                f"scratch control ({kinds}): budget-matched to the costliest transfer run of each seed, "
+                f"{', '.join(f'{b:.0f}' for b in budgets)} s; CNN epochs fitted to it: {epochs}"
+            )
+        if any(r.get("budget_s") is not None for r in runs):
+            used = ", ".join(f"{r['wall_s']:.1f}" for r in runs)
+            return f"scratch control ({kinds}): not iterative, trained to convergence in {used} s"
+        return f"scratch control ({kinds}): its own fixed schedule"
+
 
 def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
     """A t-interval of a proportion shown within [0, 1]."""
     return ci[0], max(0.0, ci[1]), min(1.0, ci[2])
+
+
+def parse_variants(strategies: Sequence[str]) -> dict[str, str]:
+    """Entries ``strategy`` or ``label=strategy`` -> {label: strategy name}; labels must be unique."""
+    variants: dict[str, str] = {}
+    for entry in strategies:
+        label, eq, name = (part.strip() for part in entry.partition("="))
+        name = name if eq else label
+        if not label or label == SCRATCH or label in variants:
+            raise TransferkitError(
+                f"Strategy label {label!r} is empty, reserved or given twice; name variants like lp-ft=finetune."
+            )
+        STRATEGIES.get(name)  # an unknown strategy names the known ones
+        variants[label] = name
+    return variants
+
+
+def _cost(wall_s: float, info: dict[str, Any]) -> float:
+    """What a run cost cold: its wall time plus the extraction time a feature-cache hit saved it."""
+    return wall_s + float(info.get("cache_saved_s", 0.0))
 
 
 def compare(
@@ -86,22 +123,27 @@ def compare(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     budget: str | float = "10m",
+    scratch_budget: str = "matched",
 ) -> CompareResult:
     """Run each strategy and the scratch control on the same seeded splits; decide with paired intervals.
 
-    ``strategies="auto"`` picks the rungs that fit ``budget`` (see ``transferkit.auto``). ``options`` maps a
-    strategy name to its config options. With ``out``, the best strategy's seed-0 model goes
-    to ``out/model`` and the runs to ``out/compare.json`` and ``out/report.md``.
+    ``strategies`` entries are strategy names or ``label=strategy`` variants (e.g. ``lp-ft=finetune``), and
+    ``options`` maps a label to its config options. ``strategies="auto"`` picks the rungs that fit ``budget`` (see
+    ``transferkit.auto``). ``scratch_budget="matched"`` gives the scratch control, in each seed, the time the
+    costliest transfer run took (counting feature extraction a cache hit saved); ``"fixed"`` runs its own fixed
+    schedule (reproducible bit for bit; matched epoch counts depend on machine speed and are recorded). With
+    ``out``, the best strategy's seed-0 model goes to ``out/model`` and the runs to
+    ``out/compare.json`` and ``out/report.md``.
     """
     from .api import DEFAULT_BACKBONES
 
+    if scratch_budget not in ("matched", "fixed"):
+        raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of matched, fixed.")
     ds = load_data(
         data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
     )
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:
-        from .errors import TransferkitError
-
         raise TransferkitError("compare needs at least one seed and one strategy.")
     spec = backbone or DEFAULT_BACKBONES[ds.modality]
     notes: list[str] = []
@@ -123,7 +165,13 @@ def compare(
         options = {k: {**v, **(options or {}).get(k, {})} for k, v in plan.options.items()}
         if progress:
             out_console.print("auto: " + "; ".join(notes))
-    configs = {s: make_config(STRATEGIES.get(s), (options or {}).get(s, {})) for s in strategies}
+    variants = parse_variants(list(strategies))
+    unknown = sorted(set(options or {}) - set(variants))
+    if unknown:
+        raise TransferkitError(f"Options given for {', '.join(unknown)}, which is not among {', '.join(variants)}.")
+    configs = {
+        label: make_config(STRATEGIES.get(name), (options or {}).get(label, {})) for label, name in variants.items()
+    }
     runs: list[dict[str, Any]] = []
     models: dict[str, TransferModel] = {}
     n_classes = len(ds.classes)
@@ -132,40 +180,49 @@ def compare(
             ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
         )
         y_test = ds.targets[splits.test]
-        control = run_scratch(ds, splits, seed=seed, progress=progress)
-        runs.append(
-            {
-                "model": SCRATCH,
-                "seed": seed,
-                "wall_s": control.wall_s,
-                "description": control.description,
-                "trainable_parameters": control.trainable_parameters,
-                **classification_metrics(y_test, control.test_pred, n_classes),
-            }
-        )
-        for name in strategies:
+        costs = []
+        for label, name in variants.items():
             t0 = time.perf_counter()
             bb = create_backbone(spec)  # fresh pretrained weights for every run: fine-tuning changes them
             ctx = RunContext(seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress)
-            result = STRATEGIES.get(name).run(bb, ds, splits, configs[name], ctx)
+            result = STRATEGIES.get(name).run(bb, ds, splits, configs[label], ctx)
+            wall = time.perf_counter() - t0
+            costs.append(_cost(wall, result.info))
             runs.append(
                 {
-                    "model": name,
+                    "model": label,
+                    "strategy": name,
                     "seed": seed,
-                    "wall_s": time.perf_counter() - t0,
+                    "wall_s": wall,
+                    "cost_s": costs[-1],
                     "trainable_parameters": result.info.get("trainable_parameters", 0),
                     **classification_metrics(y_test, result.test_pred, n_classes),
                 }
             )
             if seed == seed_list[0]:
-                models[name] = result.model
-    verdicts = {
-        name: verdict(
-            [r["accuracy"] for r in runs if r["model"] == name], [r["accuracy"] for r in runs if r["model"] == SCRATCH]
+                models[label] = result.model
+        budget_s = max(costs) if scratch_budget == "matched" else None
+        control = run_scratch(ds, splits, seed=seed, config=ScratchConfig(time_budget_s=budget_s), progress=progress)
+        runs.append(
+            {
+                "model": SCRATCH,
+                "seed": seed,
+                "wall_s": control.wall_s,
+                "cost_s": control.wall_s,
+                "budget_s": budget_s,
+                "description": control.description,
+                "trainable_parameters": control.trainable_parameters,
+                "info": {k: v for k, v in control.info.items() if k != "candidates"},
+                **classification_metrics(y_test, control.test_pred, n_classes),
+            }
         )
-        for name in strategies
+    verdicts = {
+        label: verdict(
+            [r["accuracy"] for r in runs if r["model"] == label], [r["accuracy"] for r in runs if r["model"] == SCRATCH]
+        )
+        for label in variants
     }
-    best = max(strategies, key=lambda s: verdicts[s].diff)
+    best = max(variants, key=lambda s: verdicts[s].diff)
     meta = {
         "data": ds.name,
         "content_hash": ds.content_hash(),
@@ -173,7 +230,9 @@ def compare(
         "seeds": seed_list,
         "per_class": per_class,
         "max_test": max_test,
+        "strategies": variants,
         "configs": {s: asdict(c) for s, c in configs.items()},
+        "scratch_budget": scratch_budget,
         "auto_plan": notes,
     }
     res = CompareResult(runs, verdicts, best, models.get(best), meta)
@@ -201,6 +260,7 @@ def _write(res: CompareResult, out: Path) -> None:
         res.table(),
         "",
         *[f"- {line}" for line in res.verdict_lines()],
+        f"- {res.scratch_line()}",
         f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
         "",
     ]
@@ -225,3 +285,4 @@ def print_compare(res: CompareResult) -> None:
     out_console.print(table)
     for line in res.verdict_lines():
         out_console.print(line)
+    out_console.print(res.scratch_line())

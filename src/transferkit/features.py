@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def cache_key(backbone: Backbone, ds: Dataset, indices: Sequence[int]) -> str:
     return h.hexdigest()[:32]
 
 
-def _read_cache(path: Path, n: int, dim: int) -> np.ndarray | None:
+def _read_cache(path: Path, n: int, dim: int) -> tuple[np.ndarray, dict[str, str]] | None:
     from safetensors import SafetensorError, safe_open
 
     try:  # safe_open validates the header against the file size before reading anything
@@ -49,7 +50,7 @@ def _read_cache(path: Path, n: int, dim: int) -> np.ndarray | None:
         return None
     if feats.shape != (n, dim) or hashlib.sha256(feats.tobytes()).hexdigest() != meta.get("sha256"):
         return None
-    return feats
+    return feats, meta
 
 
 def _write_cache(path: Path, feats: np.ndarray, meta: dict[str, str]) -> None:
@@ -85,8 +86,14 @@ def extract_features(
     use_cache: bool = True,
     progress: bool = True,
     description: str = "features",
+    stats: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Features (N, D) float32 for ``ds`` items at ``indices``; returns (features, came_from_cache)."""
+    """Features (N, D) float32 for ``ds`` items at ``indices``; returns (features, came_from_cache).
+
+    ``stats``, when given, accumulates ``extract_s`` (seconds the extraction took, or took when the cached copy was
+    made) and ``saved_s`` (the part of it a cache hit saved): budget matching charges a cached run its cold cost.
+    """
+    stats = stats if stats is not None else {}
     if backbone.modality != ds.modality:
         from .errors import TransferkitError
 
@@ -100,7 +107,11 @@ def extract_features(
         path = (cache_dir or default_cache_dir()) / "features" / f"{key}.safetensors"
         cached = _read_cache(path, len(indices), backbone.feature_dim) if path.exists() else None
         if cached is not None:
-            return cached, True
+            spent = float(cached[1].get("extract_s", 0.0))
+            stats["extract_s"] = stats.get("extract_s", 0.0) + spent
+            stats["saved_s"] = stats.get("saved_s", 0.0) + spent
+            return cached[0], True
+    t0 = time.perf_counter()
     items = ds.take(indices)
     feats = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
     backbone.eval().to(default_device())
@@ -108,6 +119,9 @@ def extract_features(
         for batch in _batches(backbone, items, batch_size):
             feats[batch] = backbone.embed([items[i] for i in batch]).cpu().numpy()
             bar.advance(len(batch))
+    spent = time.perf_counter() - t0
+    stats["extract_s"] = stats.get("extract_s", 0.0) + spent
     if path is not None:
-        _write_cache(path, feats, {"backbone": backbone.spec, "dataset": ds.name, "n": str(len(items))})
+        meta = {"backbone": backbone.spec, "dataset": ds.name, "n": str(len(items)), "extract_s": f"{spent:.3f}"}
+        _write_cache(path, feats, meta)
     return feats, False

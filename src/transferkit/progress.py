@@ -26,6 +26,9 @@ class _Silent:
     def advance(self, n: int = 1) -> None:
         pass
 
+    def set_total(self, total: int) -> None:
+        pass
+
 
 class _Bar:
     def __init__(self, progress: Progress, task: Any) -> None:
@@ -34,10 +37,13 @@ class _Bar:
     def advance(self, n: int = 1) -> None:
         self._progress.advance(self._task, n)
 
+    def set_total(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
+
 
 @contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[_Bar | _Silent]:
-    """A context manager yielding an object with ``advance(n)``."""
+    """A context manager yielding an object with ``advance(n)`` and ``set_total(n)``."""
     if not enabled:
         yield _Silent()
         return

@@ -82,6 +82,7 @@ class Finetune:
         t0 = time.perf_counter()
         info: dict[str, Any] = {"unfreeze": config.unfreeze}
         head = linear_head(backbone.feature_dim, len(ds.classes))
+        stats: dict[str, float] = {}
         if config.lp_ft:
             feats = {
                 part: extract_features(
@@ -92,6 +93,7 @@ class Finetune:
                     use_cache=ctx.use_cache,
                     progress=ctx.progress,
                     description=f"LP-FT {part} features",
+                    stats=stats,
                 )[0]
                 for part in ("train", "val")
             }
@@ -129,7 +131,7 @@ class Finetune:
             model, groups, batcher, config, ds, splits, ctx, on_epoch_start=on_epoch_start
         )
         backbone.mark_changed()
-        info.update(train_info, blocks=len(blocks))
+        info.update(train_info, blocks=len(blocks), cache_saved_s=stats.get("saved_s", 0.0))
         timings["lp_s"] = t_lp
         return StrategyResult(model=model, test_pred=test_pred, info=info, timings=timings)
 

@@ -43,7 +43,7 @@ class LinearProbe:
         for p in backbone.parameters():
             p.requires_grad_(False)
         t0 = time.perf_counter()
-        feats, cached = {}, {}
+        feats, cached, stats = {}, {}, {}
         for part in ("train", "val", "test"):
             feats[part], cached[part] = extract_features(
                 backbone,
@@ -54,6 +54,7 @@ class LinearProbe:
                 use_cache=ctx.use_cache,
                 progress=ctx.progress,
                 description=f"{part} features",
+                stats=stats,
             )
         t1 = time.perf_counter()
         y = ds.targets
@@ -75,6 +76,7 @@ class LinearProbe:
                 "chosen": fit.chosen,
                 "val_accuracy": fit.val_accuracy,
                 "features_from_cache": all(cached.values()),
+                "cache_saved_s": stats.get("saved_s", 0.0),
                 "trainable_parameters": sum(p.numel() for p in fit.head.parameters()),
             },
             timings={"features_s": t1 - t0, "head_s": t2 - t1},

@@ -7,6 +7,7 @@ Texts: TF-IDF (word 1-2 grams) + logistic regression with C chosen on validation
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,7 +36,11 @@ class ScratchConfig:
     batch_size: int = 64
     """CNN batch size."""
     time_budget_s: float | None = None
-    """Budget matching: stop the CNN after the first epoch that ends past this many seconds (None: no limit)."""
+    """Budget matching: the whole control (decoding, pixel model, CNN) gets this many seconds; the CNN's epoch
+    count (cosine schedule included) is then fitted to what is left after timing its first epoch, up to
+    ``max_epochs`` (None: the fixed ``epochs`` schedule)."""
+    max_epochs: int = 100
+    """Cap on CNN epochs under a time budget."""
 
 
 @dataclass
@@ -87,7 +92,8 @@ def train_scratch_cnn(
     yt, yv = y[splits.train], y[splits.val]
     model = SmallCNN(len(ds.classes))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
+    total = config.epochs  # under a time budget: refitted once the first epoch has been timed
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, total) / total)))
 
     def predict(x: torch.Tensor) -> torch.Tensor:
         model.eval()
@@ -95,32 +101,36 @@ def train_scratch_cnn(
             return torch.cat([model(_norm(b)).argmax(1) for b in x.split(256)])
 
     best = (-1.0, 0, {k: v.clone() for k, v in model.state_dict().items()})
-    epochs_run = 0
-    with progress_bar("scratch CNN epochs", config.epochs, enabled=progress) as bar:
-        for epoch in range(config.epochs):
+    epoch = 0
+    with progress_bar("scratch CNN epochs", total, enabled=progress) as bar:
+        while epoch < total:
+            t_epoch = time.perf_counter()
             model.train()
             for idx in torch.randperm(len(yt), generator=gen).split(config.batch_size):
                 opt.zero_grad()
                 xb = _shift(_norm(xs["train"][idx]), gen, pad=max(2, size // 16))
                 nn.functional.cross_entropy(model(xb), yt[idx]).backward()
                 opt.step()
-            sched.step()
-            epochs_run = epoch + 1
             acc = float((predict(xs["val"]) == yv).float().mean())
+            if epoch == 0 and config.time_budget_s is not None:
+                per_epoch = time.perf_counter() - t_epoch
+                total = int(min(config.max_epochs, max(1, config.time_budget_s // max(per_epoch, 1e-9))))
+                bar.set_total(total)
+            sched.step()
             bar.advance()
             if acc > best[0]:
                 best = (acc, epoch, {k: v.clone() for k, v in model.state_dict().items()})
             elif config.patience is not None and epoch - best[1] >= config.patience:
+                epoch += 1
                 break
-            if config.time_budget_s is not None and time.perf_counter() - t0 > config.time_budget_s:
-                break
+            epoch += 1
     model.load_state_dict(best[2])
     return ControlResult(
         test_pred=predict(xs["test"]).numpy(),
         description=f"small CNN from random init ({size}px)",
         trainable_parameters=sum(p.numel() for p in model.parameters()),
         wall_s=time.perf_counter() - t0,
-        info={"epochs": epochs_run, "best_epoch": best[1] + 1, "val_accuracy": best[0], "input_px": size},
+        info={"epochs": epoch, "best_epoch": best[1] + 1, "val_accuracy": best[0], "input_px": size},
     )
 
 
@@ -178,15 +188,20 @@ def run_scratch(
 ) -> ControlResult:
     """Train the control for this modality on ``splits`` and predict its test split."""
     config = config or ScratchConfig()
-    if ds.modality == "text":
+    budget = config.time_budget_s
+    if ds.modality == "text":  # not iterative: TF-IDF + logistic regression has no budget to fill
         return train_scratch_text(ds, splits, seed)
     t0 = time.perf_counter()
     size = _pick_size(ds, splits.train)
     xs = {p: _image_tensor(ds, getattr(splits, p), size) for p in ("train", "val", "test")}
-    if config.time_budget_s is not None:  # decoding counts against the budget too
+    pixels = train_scratch_pixels(ds, splits, xs, seed)
+    if config.time_budget_s is not None:  # decoding and the pixel model count against the budget too
         config = replace(config, time_budget_s=max(0.0, config.time_budget_s - (time.perf_counter() - t0)))
-    candidates = [train_scratch_pixels(ds, splits, xs, seed), train_scratch_cnn(ds, splits, xs, seed, config, progress)]
+    candidates = [pixels, train_scratch_cnn(ds, splits, xs, seed, config, progress)]
     best = max(candidates, key=lambda c: c.info["val_accuracy"])  # first (the simpler) wins ties
     best.wall_s = time.perf_counter() - t0
     best.info["candidates"] = {c.description: c.info["val_accuracy"] for c in candidates}
+    best.info["cnn_epochs"] = candidates[1].info["epochs"]
+    if config.time_budget_s is not None:
+        best.info["time_budget_s"] = budget
     return best
