@@ -159,13 +159,13 @@ def test_texts_are_batched_sorted_by_length(bert_backbone, monkeypatch):
     texts, labels = make_texts(10, classes=("pos", "neg", "neutral"))
     ds = from_arrays(texts, labels)
     calls: list[list[int]] = []
-    real_embed = bert_backbone.embed
+    real_prepare = bert_backbone.prepare
 
-    def spy(items):
+    def spy(items, **kw):
         calls.append([len(t) for t in items])
-        return real_embed(items)
+        return real_prepare(items, **kw)
 
-    monkeypatch.setattr(bert_backbone, "embed", spy)
+    monkeypatch.setattr(bert_backbone, "prepare", spy)
     feats, _ = extract_features(bert_backbone, ds, range(len(ds)), batch_size=7, use_cache=False, progress=False)
     assert [len(c) for c in calls] == [7, 7, 7, 7, 2]
     flat = [n for c in calls for n in c]
@@ -179,8 +179,8 @@ def test_texts_are_batched_sorted_by_length(bert_backbone, monkeypatch):
 def test_images_keep_their_order(timm_backbone, monkeypatch, image_folder):
     ds = from_folder(image_folder)
     seen: list[str] = []
-    real_embed = timm_backbone.embed
-    monkeypatch.setattr(timm_backbone, "embed", lambda items: (seen.extend(items), real_embed(items))[1])
+    real_prepare = timm_backbone.prepare
+    monkeypatch.setattr(timm_backbone, "prepare", lambda items, **kw: (seen.extend(items), real_prepare(items))[1])
     idx = [20, 3, 11, 0]
     extract_features(timm_backbone, ds, idx, batch_size=3, use_cache=False, progress=False)
     assert seen == ds.take(idx)

@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,20 +49,33 @@ def _read_cache(path: Path, n: int, dim: int) -> tuple[np.ndarray, dict[str, str
             feats = f.get_tensor("features")
     except (OSError, ValueError, KeyError, SafetensorError):
         return None
-    if feats.shape != (n, dim) or hashlib.sha256(feats.tobytes()).hexdigest() != meta.get("sha256"):
+    if feats.shape != (n, dim) or _sha256(feats) != meta.get("sha256"):
         return None
     return feats, meta
 
 
-def _write_cache(path: Path, feats: np.ndarray, meta: dict[str, str]) -> None:
-    """Atomic write: a temp file in the same folder, then rename."""
-    from safetensors.numpy import save_file
+def _sha256(a: np.ndarray) -> str:
+    """Hash of the array's bytes without copying them."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(a)).cast("B")).hexdigest()
 
+
+def _write_cache(path: Path, feats: np.ndarray, meta: dict[str, str]) -> None:
+    """Atomic write of a safetensors file (a temp file in the same folder, then rename), streaming the array's
+    own buffer to disk: the features are never held twice."""
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    header = {
+        "__metadata__": {**meta, "sha256": _sha256(feats)},
+        "features": {"dtype": "F32", "shape": list(feats.shape), "data_offsets": [0, feats.nbytes]},
+    }
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format allows space padding; it keeps the data 8-byte aligned
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
     try:
-        save_file({"features": feats}, tmp, metadata={**meta, "sha256": hashlib.sha256(feats.tobytes()).hexdigest()})
+        with os.fdopen(fd, "wb") as f:
+            f.write(len(raw).to_bytes(8, "little"))
+            f.write(raw)
+            f.write(memoryview(feats).cast("B"))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -86,13 +100,19 @@ def extract_features(
     use_cache: bool = True,
     progress: bool = True,
     description: str = "features",
-    stats: dict[str, float] | None = None,
+    stats: dict[str, Any] | None = None,
+    compile: str | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Features (N, D) float32 for ``ds`` items at ``indices``; returns (features, came_from_cache).
 
     ``stats``, when given, accumulates ``extract_s`` (seconds the extraction took, or took when the cached copy was
-    made) and ``saved_s`` (the part of it a cache hit saved): budget matching charges a cached run its cold cost.
+    made) and ``saved_s`` (the part of it a cache hit saved): budget matching charges a cached run its cold cost;
+    ``engine`` says how the backbone ran. ``compile``: auto (default, or ``$TRANSFERKIT_COMPILE``) compiles the
+    backbone when that pays for this job on this machine (see ``transferkit.fastpath``); always; never.
     """
+    from .fastpath import Runner, compile_mode
+
+    compile = compile_mode(compile)
     stats = stats if stats is not None else {}
     if backbone.modality != ds.modality:
         from .errors import TransferkitError
@@ -101,10 +121,11 @@ def extract_features(
             f"Backbone {backbone.spec} takes {backbone.modality}s but {ds.name} holds {ds.modality}s."
         )
     indices = [int(i) for i in indices]
+    root = cache_dir or default_cache_dir()
     path = None
     if use_cache:
         key = cache_key(backbone, ds, indices)
-        path = (cache_dir or default_cache_dir()) / "features" / f"{key}.safetensors"
+        path = root / "features" / f"{key}.safetensors"
         cached = _read_cache(path, len(indices), backbone.feature_dim) if path.exists() else None
         if cached is not None:
             spent = float(cached[1].get("extract_s", 0.0))
@@ -114,11 +135,15 @@ def extract_features(
     t0 = time.perf_counter()
     items = ds.take(indices)
     feats = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
-    backbone.eval().to(default_device())
+    device = default_device()
+    backbone.eval().to(device)
+    runner = Runner(backbone, len(items), batch_size, device, compile, root / "tuning.json" if use_cache else None)
     with progress_bar(f"{description} ({backbone.spec})", len(items), enabled=progress) as bar, torch.inference_mode():
         for batch in _batches(backbone, items, batch_size):
-            feats[batch] = backbone.embed([items[i] for i in batch]).cpu().numpy()
+            inputs = backbone.to_device(backbone.prepare([items[i] for i in batch]), device)
+            feats[batch] = runner(inputs, len(batch)).float().cpu().numpy()
             bar.advance(len(batch))
+    stats["engine"] = runner.finish()
     spent = time.perf_counter() - t0
     stats["extract_s"] = stats.get("extract_s", 0.0) + spent
     if path is not None:
