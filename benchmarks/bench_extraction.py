@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_ladder import cpu_name
 from transferkit.backbones import create_backbone
 from transferkit.backbones.base import load_image
 from transferkit.data import Dataset, from_arrays, load_builtin
+from transferkit.fastpath import cpu_name
 from transferkit.features import _batches, extract_features
 
 

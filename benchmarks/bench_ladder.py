@@ -11,7 +11,6 @@ Every number printed comes from this one run.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from bench_verdict import subset
 from transferkit.compare import compare
 from transferkit.data import load_builtin
+from transferkit.fastpath import cpu_name
 
 RUNGS = {
     "linear-probe": ("linear-probe", {}),  # lp-ft: the probe's head, then the last 2 blocks fine-tuned
@@ -29,13 +29,6 @@ RUNGS = {
     "full": ("finetune", {"unfreeze": "all"}),
     "lora": ("lora", {}),
 }
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main() -> None:

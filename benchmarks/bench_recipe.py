@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 import transferkit
-from bench_ladder import cpu_name
 from bench_verdict import subset
 from transferkit.backbones import create_backbone
 from transferkit.data import Dataset, load_builtin, make_splits
+from transferkit.fastpath import cpu_name
 
 
 class RecipeModel(nn.Module):

@@ -49,7 +49,8 @@ def compile_mode(mode: str | None = None) -> str:
     return value
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what platform knows."""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         for line in cpuinfo.read_text().splitlines():
@@ -65,7 +66,7 @@ def tuning_key(backbone: Backbone, batch_size: int, device: torch.device) -> str
         str(batch_size),
         str(device),
         torch.__version__,
-        _cpu_name(),
+        cpu_name(),
         str(torch.get_num_threads()),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
