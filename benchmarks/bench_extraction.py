@@ -18,7 +18,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -221,31 +220,30 @@ def main() -> None:
           f"median of {args.repeats} runs\n")
     peak = matmul_peak(args.repeats)
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s")
-    with tempfile.TemporaryDirectory():
-        if "effnet" in sections:
-            ds = fmnist_images(args.images)
-            e = efficiency("pack:efficientnet-lite0", ds, args.images, 32, peak, args.repeats)
-            report_efficiency("efficientnet-lite0", "img", e)
-            r = effnet_vs_eager(ds, args.images, args.repeats)
-            print(f"efficientnet-lite0, {args.images} images: eager fp32 baseline {r['eager_baseline_s']:.1f} s")
-            for mode, v in r["runs"].items():
-                print(f"  extract_features compile={mode}: {v['median_s']:.1f} s ({v['engine']}), ratio "
-                      f"{v['ratio']:.2f}x; without the one-off compile ({v['compile_s']:.1f} s) "
-                      f"{v['steady_ratio']:.2f}x; max relative feature difference {v['max_rel_diff']:.1e}")
-            print(f"  auto chose: {r['runs']['auto']['why']}")
-        if "minilm" in sections:
-            ds = tweets(args.texts)
-            e = efficiency("pack:minilm-l6", ds, args.texts, 64, peak, args.repeats)
-            report_efficiency("minilm-l6 (tweets)", "text", e)
-        if "tweets" in sections:
-            t = tweets_padding(args.texts, args.repeats)
-            print(f"tweets, {t['texts']} texts (mean {t['mean_tokens']:.1f} tokens): padded to {t['max_length']} "
-                  f"{t['padded_s']:.2f} s vs sorted batches {t['sorted_s']:.2f} s, ratio {t['ratio']:.1f}x, "
-                  f"max relative feature difference {t['max_rel_diff']:.1e}")
-        if "memory" in sections:
-            for m in memory([1000, 10000]):
-                print(f"memory, {m['n']} images: {m['before_mib']:.0f} MiB before, peak {m['peak_mib']:.0f} MiB "
-                      f"(+{m['peak_mib'] - m['before_mib']:.0f}; the features themselves {m['features_mib']:.0f} MiB)")
+    if "effnet" in sections:
+        ds = fmnist_images(args.images)
+        e = efficiency("pack:efficientnet-lite0", ds, args.images, 32, peak, args.repeats)
+        report_efficiency("efficientnet-lite0", "img", e)
+        r = effnet_vs_eager(ds, args.images, args.repeats)
+        print(f"efficientnet-lite0, {args.images} images: eager fp32 baseline {r['eager_baseline_s']:.1f} s")
+        for mode, v in r["runs"].items():
+            print(f"  extract_features compile={mode}: {v['median_s']:.1f} s ({v['engine']}), ratio "
+                  f"{v['ratio']:.2f}x; without the one-off compile ({v['compile_s']:.1f} s) "
+                  f"{v['steady_ratio']:.2f}x; max relative feature difference {v['max_rel_diff']:.1e}")
+        print(f"  auto chose: {r['runs']['auto']['why']}")
+    if "minilm" in sections:
+        ds = tweets(args.texts)
+        e = efficiency("pack:minilm-l6", ds, args.texts, 64, peak, args.repeats)
+        report_efficiency("minilm-l6 (tweets)", "text", e)
+    if "tweets" in sections:
+        t = tweets_padding(args.texts, args.repeats)
+        print(f"tweets, {t['texts']} texts (mean {t['mean_tokens']:.1f} tokens): padded to {t['max_length']} "
+              f"{t['padded_s']:.2f} s vs sorted batches {t['sorted_s']:.2f} s, ratio {t['ratio']:.1f}x, "
+              f"max relative feature difference {t['max_rel_diff']:.1e}")
+    if "memory" in sections:
+        for m in memory([1000, 10000]):
+            print(f"memory, {m['n']} images: {m['before_mib']:.0f} MiB before, peak {m['peak_mib']:.0f} MiB "
+                  f"(+{m['peak_mib'] - m['before_mib']:.0f}; the features themselves {m['features_mib']:.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .evaluation import classification_metrics
 from .model import TransferModel
 from .progress import out_console as console
 from .strategies import STRATEGIES, RunContext, make_config
+from .strategies.base import cold_cost
 from .strategies.scratch import ControlResult, ScratchConfig, run_scratch
 from .training import is_main_process
 
@@ -119,7 +120,7 @@ def fit(
     ]
     control: ControlResult | None = None
     if scratch:
-        budget_s = transfer_s + float(result.info.get("cache_saved_s", 0.0)) if scratch_budget == "matched" else None
+        budget_s = cold_cost(transfer_s, result.info) if scratch_budget == "matched" else None
         control = run_scratch(ds, splits, seed=seed, config=ScratchConfig(time_budget_s=budget_s), progress=progress)
         metrics["scratch"] = classification_metrics(y_test, control.test_pred, n_classes)
         rows.append(

@@ -16,6 +16,7 @@ from .evaluation import Verdict, classification_metrics, mean_ci, verdict
 from .model import TransferModel
 from .progress import out_console
 from .strategies import STRATEGIES, RunContext, make_config
+from .strategies.base import cold_cost
 from .strategies.scratch import ScratchConfig, run_scratch
 
 SCRATCH = "scratch"
@@ -97,11 +98,6 @@ def parse_variants(strategies: Sequence[str]) -> dict[str, str]:
         STRATEGIES.get(name)  # an unknown strategy names the known ones
         variants[label] = name
     return variants
-
-
-def _cost(wall_s: float, info: dict[str, Any]) -> float:
-    """What a run cost cold: its wall time plus the extraction time a feature-cache hit saved it."""
-    return wall_s + float(info.get("cache_saved_s", 0.0))
 
 
 def compare(
@@ -187,7 +183,7 @@ def compare(
             ctx = RunContext(seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress)
             result = STRATEGIES.get(name).run(bb, ds, splits, configs[label], ctx)
             wall = time.perf_counter() - t0
-            costs.append(_cost(wall, result.info))
+            costs.append(cold_cost(wall, result.info))
             runs.append(
                 {
                     "model": label,

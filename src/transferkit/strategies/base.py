@@ -71,6 +71,11 @@ def make_config(strategy: Strategy, options: dict[str, Any]) -> Any:
     return strategy.Config(**options)
 
 
+def cold_cost(wall_s: float, info: dict[str, Any]) -> float:
+    """What a run cost cold: its wall time plus the extraction time a feature-cache hit saved it."""
+    return wall_s + float(info.get("cache_saved_s", 0.0))
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     return asdict(config)
 
