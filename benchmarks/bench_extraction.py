@@ -3,10 +3,12 @@
 1. peak: the machine's fp32 matmul rate (square sgemm, best of several sizes and repeats);
 2. each pack backbone: FLOPs of its forward pass counted with torch's FlopCounterMode, achieved GFLOP/s of
    ``extract_features`` (what transferkit runs) and its fraction of the peak;
-3. EfficientNet-Lite0: transferkit's extraction vs the eager fp32 baseline (NCHW, torch.no_grad, batch 32, the
-   same preprocessing), same images, and the largest relative difference of the features;
+3. EfficientNet-Lite0: transferkit's extraction with its defaults (channels-last, batch 8 on a CPU, compile when
+   it pays) vs the eager fp32 baseline (NCHW, torch.no_grad, batch 32, the same preprocessing), same images, and
+   the largest relative difference of the features;
 4. tweets: batches sorted by length (transferkit) vs every text padded to the maximum length;
-5. memory: peak resident memory of extracting 1,000 and 10,000 images (fresh processes, cache on).
+5. memory: peak resident memory of extracting 1,000 and 10,000 images (fresh processes, cache on, defaults);
+6. batch: EfficientNet-Lite0 eager throughput per extraction batch size (why the CPU default is 8).
 
 Run: .venv/bin/python benchmarks/bench_extraction.py [--repeats 3] [--sections peak,effnet,minilm,tweets,memory]
 """
@@ -30,7 +32,7 @@ from transferkit.backbones import create_backbone
 from transferkit.backbones.base import load_image
 from transferkit.data import Dataset, from_arrays, load_builtin
 from transferkit.fastpath import cpu_name
-from transferkit.features import _batches, extract_features
+from transferkit.features import _batches, default_batch_size, extract_features
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -132,7 +134,7 @@ def effnet_vs_eager(ds: Dataset, n: int, repeats: int) -> dict:
     base = statistics.median(baseline_s)
     res = {"items": n, "eager_baseline_s": base, "runs": {}}
     for mode in ("auto", "never", "always"):
-        runs = [extract(ours, ds, n, 32, mode) for _ in range(repeats)]
+        runs = [extract(ours, ds, n, default_batch_size("image", torch.device("cpu")), mode) for _ in range(repeats)]
         secs = statistics.median(r[1] for r in runs)
         compile_s = statistics.median(r[2].get("compile_s", 0.0) if r[2]["engine"] == "compiled" else 0.0
                                       for r in runs)
@@ -171,8 +173,11 @@ def tweets_padding(n: int, repeats: int) -> dict:
 
 
 MEMORY_CHILD = """
-import json, resource, sys, tempfile
+import gc, json, sys, tempfile
 from pathlib import Path
+def status(field):  # kB, from /proc/self/status
+    line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(field + ":"))
+    return int(line.split()[1])
 sys.path.insert(0, {bench!r})
 from bench_extraction import fmnist_images
 from transferkit.backbones import create_backbone
@@ -182,11 +187,15 @@ n = int(sys.argv[1])
 ds = fmnist_images(n)
 bb = create_backbone("pack:efficientnet-lite0")
 extract_features(bb, ds, range(8), use_cache=False, progress=False)  # warm-up: lazy allocations happen here
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with tempfile.TemporaryDirectory() as cache:
-    feats, _ = extract_features(bb, ds, range(n), cache_dir=Path(cache), progress=False)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-mib = {{"before_mib": before / 1024, "peak_mib": after / 1024, "features_mib": feats.nbytes / 2**20}}
+gc.collect()
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current resident size
+before = status("VmRSS")
+stats = {{}}
+with tempfile.TemporaryDirectory() as cache:  # defaults throughout: compile=auto decides for this job
+    feats, _ = extract_features(bb, ds, range(n), cache_dir=Path(cache), progress=False, stats=stats)
+after = status("VmHWM")
+mib = {{"before_mib": before / 1024, "peak_mib": after / 1024, "features_mib": feats.nbytes / 2**20,
+        "seconds": stats["extract_s"], "engine": stats["engine"]["engine"], "why": stats["engine"]["why"]}}
 print(json.dumps({{"n": n, **mib}}))
 """
 
@@ -200,6 +209,13 @@ def memory(sizes: list[int]) -> list[dict]:
     return out
 
 
+def batch_sweep(ds: Dataset, n: int, sizes: list[int], repeats: int) -> dict[int, float]:
+    """EfficientNet-Lite0 eager extraction rate (img/s, median) per batch size: what the CPU default rests on."""
+    bb = create_backbone("pack:efficientnet-lite0")
+    extract(bb, ds, 64, 8, "never")  # warm-up
+    return {b: n / statistics.median(extract(bb, ds, n, b, "never")[1] for _ in range(repeats)) for b in sizes}
+
+
 def report_efficiency(name: str, unit: str, e: dict) -> None:
     print(f"{name}: {e['gflop']:.1f} GFLOP counted over {e['items']} items")
     for k in ("eager", "compiled"):
@@ -211,7 +227,7 @@ def report_efficiency(name: str, unit: str, e: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sections", default="peak,effnet,minilm,tweets,memory")
+    ap.add_argument("--sections", default="peak,effnet,batch,minilm,tweets,memory")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--texts", type=int, default=2000)
     args = ap.parse_args()
@@ -222,7 +238,8 @@ def main() -> None:
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s")
     if "effnet" in sections:
         ds = fmnist_images(args.images)
-        e = efficiency("pack:efficientnet-lite0", ds, args.images, 32, peak, args.repeats)
+        e = efficiency("pack:efficientnet-lite0", ds, args.images, default_batch_size("image", torch.device("cpu")),
+                       peak, args.repeats)
         report_efficiency("efficientnet-lite0", "img", e)
         r = effnet_vs_eager(ds, args.images, args.repeats)
         print(f"efficientnet-lite0, {args.images} images: eager fp32 baseline {r['eager_baseline_s']:.1f} s")
@@ -231,6 +248,10 @@ def main() -> None:
                   f"{v['ratio']:.2f}x; without the one-off compile ({v['compile_s']:.1f} s) "
                   f"{v['steady_ratio']:.2f}x; max relative feature difference {v['max_rel_diff']:.1e}")
         print(f"  auto chose: {r['runs']['auto']['why']}")
+    if "batch" in sections:
+        rates = batch_sweep(fmnist_images(args.images), args.images, [64, 32, 16, 8, 4], args.repeats)
+        print("efficientnet-lite0 eager, img/s by extraction batch size: "
+              + ", ".join(f"{b}: {r:.1f}" for b, r in rates.items()))
     if "minilm" in sections:
         ds = tweets(args.texts)
         e = efficiency("pack:minilm-l6", ds, args.texts, 64, peak, args.repeats)
@@ -243,7 +264,8 @@ def main() -> None:
     if "memory" in sections:
         for m in memory([1000, 10000]):
             print(f"memory, {m['n']} images: {m['before_mib']:.0f} MiB before, peak {m['peak_mib']:.0f} MiB "
-                  f"(+{m['peak_mib'] - m['before_mib']:.0f}; the features themselves {m['features_mib']:.0f} MiB)")
+                  f"(+{m['peak_mib'] - m['before_mib']:.0f}; the features themselves {m['features_mib']:.0f} MiB); "
+                  f"{m['seconds']:.0f} s = {m['n'] / m['seconds']:.1f} img/s, engine {m['engine']} ({m['why']})")
 
 
 if __name__ == "__main__":

@@ -78,8 +78,9 @@ def test_timm_unknown_architecture_suggests_names():
 
 
 def test_unknown_pack_suggests_the_closest():
-    with pytest.raises(TransferkitError, match=r"Unknown pack 'efficientnet-lite'\. Did you mean 'efficientnet-lite0'"):
-        create_backbone("pack:efficientnet-lite")
+    expected = r"Unknown pack 'efficientnet-lite-0'\. Did you mean 'efficientnet-lite0'"
+    with pytest.raises(TransferkitError, match=expected):
+        create_backbone("pack:efficientnet-lite-0")
 
 
 def test_pack_takes_no_options():
@@ -119,7 +120,8 @@ def test_list_backbones_offline_says_what_works():
     assert rows["timm:<name>"].available is False
     assert "hub not reachable" in rows["timm:<name>"].note
     assert rows["timm:<name>?pretrained=false"].available is True
-    assert all(r.modality in ("image", "text") for r in rows.values())
+    assert all(r.modality in ("image", "text", "any") for r in rows.values())
+    assert rows["scratch:cnn?size=32"].available and "?layer=N" in " ".join(rows)
 
 
 # ---------------------------------------------------------------- timm backbones

@@ -25,13 +25,29 @@ FAST_OPTIONS = {
     "linear-probe": {"c_grid": (0.1, 1.0)},
     "finetune": {"epochs": 4, "batch_size": 8, "lr": 0.01, "lp_ft": True},
     "lora": {"epochs": 8, "batch_size": 8, "lr": 0.03, "r": 4, "alpha": 8},
+    "distill": {"epochs": 6, "batch_size": 8, "lr": 0.01},  # + the teacher, made once below
 }
 NEEDS_ATTENTION = {"lora"}  # adapters go on attention projections: a ViT instead of the CNN
 
 
+@pytest.fixture(scope="module")
+def _teacher(tmp_path_factory, timm_dir):
+    """A saved linear-probe model on the same data: the teacher the distill strategy needs."""
+    ds = _shades()
+    strat = STRATEGIES.get("linear-probe")
+    res = strat.run(create_backbone(str(timm_dir)), ds, make_splits(ds, seed=0),
+                    make_config(strat, FAST_OPTIONS["linear-probe"]), RunContext(progress=False))
+    return str(res.model.save(tmp_path_factory.mktemp("teacher") / "model"))
+
+
 @pytest.fixture
-def backbone_for(timm_dir, vit_dir):
-    return lambda name: str(vit_dir if name in NEEDS_ATTENTION else timm_dir)
+def backbone_for(timm_dir, vit_dir, _teacher):
+    """name -> (backbone spec, options) for a fast, learnable run of that strategy."""
+    def pick(name):
+        options = dict(FAST_OPTIONS.get(name, {}), **({"teacher": _teacher} if name == "distill" else {}))
+        return str(vit_dir if name in NEEDS_ATTENTION else timm_dir), options
+
+    return pick
 
 
 def _shades(n: int = 10):
@@ -40,11 +56,12 @@ def _shades(n: int = 10):
     return from_arrays(x.astype(np.uint8), ["dark"] * n + ["light"] * n, name="shades")
 
 
-def _run(name: str, backbone_spec: str, seed: int = 0):
+def _run(name: str, spec_and_options: tuple[str, dict], seed: int = 0):
     strat = STRATEGIES.get(name)
+    backbone_spec, options = spec_and_options
     ds = _shades()
     splits = make_splits(ds, seed=seed)
-    cfg = make_config(strat, FAST_OPTIONS.get(name, {}))
+    cfg = make_config(strat, options)
     return (
         ds,
         splits,
@@ -94,6 +111,7 @@ def test_strategy_misconfiguration_is_a_clear_error(name):
 TINY_SPECS = {
     "timm": lambda dirs: "timm:test_resnet?pretrained=false",
     "hf": lambda dirs: f"hf:{dirs['bert']}",
+    "scratch": lambda dirs: "scratch:cnn?size=16&width=8",
 }
 COVERED_BY_INTEGRATION = {"pack"}  # real offline weights: tests/test_integration.py
 

@@ -111,3 +111,12 @@ def test_mlp_head_is_seeded():
     for (k, va), vb in zip(a.head.state_dict().items(), b.head.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
     assert not torch.equal(a.head[0].weight, c.head[0].weight)
+
+
+def test_linear_probe_treats_tiny_features_like_any_others():
+    # an untrained network's features can be ~1e-8 in size: the probe must not shrink them towards zero
+    (xt, yt), (xv, yv), (xs, ys) = _split(*_blobs(40, 3))
+    unit = fit_linear_probe(xt, yt, xv, yv, num_classes=3)
+    tiny = fit_linear_probe(xt * 1e-9, yt, xv * 1e-9, yv, num_classes=3)
+    assert tiny.chosen == unit.chosen and tiny.val_accuracy == unit.val_accuracy
+    assert np.allclose(_predict(tiny.head, xs * 1e-9), _predict(unit.head, xs), atol=1e-4)

@@ -92,3 +92,12 @@ def test_tweets_text_fit_beats_chance():
     assert result.record["data"]["classes"] == ["negative", "neutral", "positive"]
     assert result.record["data"]["splits"]["train"] + result.record["data"]["splits"]["val"] == 90
     assert result.metrics["transfer"]["accuracy"] > 0.4  # chance is 1/3
+
+
+def test_rank_puts_the_random_init_control_below_the_pack() -> None:
+    specs = ["pack:efficientnet-lite0", "pack:efficientnet-lite0?init=random"]
+    res = transferkit.rank("fashion-mnist-small", specs, max_samples=200, progress=False)
+    assert res.recommended == "pack:efficientnet-lite0"
+    for metric in ("logme", "leep", "nce", "hscore"):
+        assert res.ordered(metric)[-1].endswith("init=random"), metric
+    assert not res.warnings

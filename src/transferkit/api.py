@@ -68,6 +68,7 @@ def fit(
     use_cache: bool = True,
     progress: bool = True,
     resume: bool = False,
+    top_k: int = 1,
     **strategy_options: Any,
 ) -> FitResult:
     """Train ``strategy`` on ``backbone`` over ``data`` and compare it with a from-scratch control.
@@ -80,6 +81,10 @@ def fit(
     speed and is recorded in run.json). With ``out``, the model is saved to ``out/model`` and the report
     to ``out/``; training strategies checkpoint every epoch to ``out/checkpoint`` and ``resume=True`` continues
     from there after an interruption (the checkpoint is removed once the run has finished).
+
+    ``backbone="auto"`` ranks the installed packs for the data's modality by LogME on the training split (see
+    ``transferkit.rank``) and trains the best; with ``top_k`` > 1 it trains the ``top_k`` best and keeps the one with
+    the highest validation accuracy (the test set plays no part in the choice).
     """
     if scratch_budget not in ("matched", "fixed"):
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of matched, fixed.")
@@ -89,13 +94,26 @@ def fit(
     strat = STRATEGIES.get(strategy)
     config = make_config(strat, strategy_options)
     splits = make_splits(ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
-    spec = backbone or DEFAULT_BACKBONES[ds.modality]
-    t0 = time.perf_counter()
-    bb = create_backbone(spec)
-    load_s = time.perf_counter() - t0
+    if top_k < 1:
+        raise TransferkitError(f"top_k must be at least 1, got {top_k}.")
     checkpoint = Path(out) / "checkpoint" if out is not None else None
     if resume and checkpoint is None:
         raise TransferkitError("resume needs the output folder of the interrupted run (out=...).")
+    ranking = None
+    if backbone == "auto":
+        if resume:
+            raise TransferkitError("resume needs the backbone the interrupted run used; pass it instead of auto.")
+        from .ranking import rank
+
+        ranking = rank(
+            ds, None, controls=False, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class,
+            max_test=max_test, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
+        )
+        candidates = ranking.ordered(controls=False)[:top_k]
+    else:
+        if top_k != 1:
+            raise TransferkitError("top_k applies only to backbone='auto'.")
+        candidates = [backbone or DEFAULT_BACKBONES[ds.modality]]
     ctx = RunContext(
         seed=seed,
         cache_dir=Path(cache_dir) if cache_dir else None,
@@ -104,9 +122,24 @@ def fit(
         checkpoint_dir=checkpoint,
         resume=resume,
     )
-    t0 = time.perf_counter()
-    result = strat.run(bb, ds, splits, config, ctx)
-    transfer_s = time.perf_counter() - t0
+    tried: dict[str, float] = {}
+    best = None
+    t_all = time.perf_counter()
+    for spec in candidates:
+        t0 = time.perf_counter()
+        bb = create_backbone(spec)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = strat.run(bb, ds, splits, config, ctx)
+        tried[spec] = float(res.info.get("val_accuracy", float("nan")))
+        if best is None or tried[spec] > best[1].info.get("val_accuracy", float("-inf")):
+            best = (spec, res, load_s, time.perf_counter() - t0)
+        if checkpoint is not None and checkpoint.exists() and len(candidates) > 1:
+            shutil.rmtree(checkpoint)  # the next candidate starts fresh
+    assert best is not None
+    spec, result, load_s, transfer_s = best
+    if len(candidates) > 1:  # choosing among k candidates cost all k runs: the scratch budget counts them all
+        transfer_s = time.perf_counter() - t_all
     y_test = ds.targets[splits.test]
     n_classes = len(ds.classes)
     metrics = {"transfer": classification_metrics(y_test, result.test_pred, n_classes)}
@@ -134,6 +167,8 @@ def fit(
     record = _record(
         ds, splits, spec, strategy, config, seed, metrics, result.info, result.timings, control, load_s, transfer_s
     )
+    if ranking is not None:
+        record["rank"] = {**ranking.to_dict(), "top_k": top_k, "val_accuracy": tried, "chosen": spec}
     fit_result = FitResult(result.model, metrics, record, Path(out) if out else None, rows)
     if out is not None and is_main_process():  # under `accelerate launch`, one process writes
         write_run(fit_result, Path(out))

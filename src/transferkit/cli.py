@@ -59,9 +59,13 @@ def datasets() -> None:
 def fit(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
     backbone: Annotated[
-        str | None, typer.Option(help="Backbone spec (default: the offline pack for the data).")
+        str | None,
+        typer.Option(help="Backbone spec (default: the offline pack for the data); auto: the best by `rank`."),
     ] = None,
     strategy: Annotated[str, typer.Option(help="Training strategy.")] = "linear-probe",
+    top_k: Annotated[
+        int, typer.Option(help="With --backbone auto: train the K best-ranked and keep the best on validation.")
+    ] = 1,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>).")] = None,
     head: Annotated[str | None, typer.Option(help="linear-probe head: linear or mlp.")] = None,
     unfreeze: Annotated[str | None, typer.Option(help="finetune: all, last:N or gradual.")] = None,
@@ -141,6 +145,7 @@ def fit(
             use_cache=cache,
             progress=not quiet,
             resume=resume,
+            top_k=top_k,
             **options,
         )
     except TransferkitError as e:
@@ -214,6 +219,111 @@ def compare(
         _fail(e)
         return
     print_compare(res)
+
+
+@app.command()
+def distill(
+    data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
+    teacher: Annotated[
+        str, typer.Option(help="A saved model folder, or a backbone spec trained per seed (--teacher-strategy).")
+    ],
+    student: Annotated[
+        str, typer.Option(help="Student spec: scratch:cnn, pack:minilm-l6?layer=2, ...; auto picks by modality.")
+    ] = "auto",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (each its own split).")] = 3,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature T of the soft targets.")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="Weight of the soft-target term (1 - alpha on the labels).")] = 0.7,
+    epochs: Annotated[int, typer.Option(help="Student epochs (the hard-label control gets the same).")] = 10,
+    unlabelled: Annotated[
+        str | None, typer.Option(help="Unlabelled inputs the teacher labels: image folder or CSV/JSONL.")
+    ] = None,
+    unlabelled_column: Annotated[str | None, typer.Option(help="Text/image column of the unlabelled file.")] = None,
+    teacher_strategy: Annotated[str, typer.Option(help="How a teacher spec is trained.")] = "linear-probe",
+    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class.")] = None,
+    max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-distill).")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Distil a teacher into a small student; compare with the same student on hard labels, over seeds."""
+    from .distillation import distill as run_distill
+    from .distillation import print_distill
+
+    try:
+        name = Path(data).stem if Path(data).exists() else data
+        res = run_distill(
+            data,
+            teacher,
+            student,
+            seeds=seeds,
+            temperature=temperature,
+            alpha=alpha,
+            epochs=epochs,
+            unlabelled=unlabelled,
+            unlabelled_column=unlabelled_column,
+            teacher_strategy=teacher_strategy,
+            per_class=per_class,
+            max_test=max_test,
+            text_column=text_column,
+            image_column=image_column,
+            label_column=label_column,
+            progress=not quiet,
+            out=out or Path("runs") / f"{name}-distill",
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_distill(res)
+    typer.echo(f"saved the distilled student to {res.out / 'model'} (report: {res.out / 'report.md'})")
+
+
+@app.command()
+def rank(
+    data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
+    backbones: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated candidate specs (e.g. pack:efficientnet-lite0,pack:efficientnet-lite0?layer=5); "
+            "'pool': every installed pack plus intermediate depths; default: the installed packs."
+        ),
+    ] = None,
+    by: Annotated[str, typer.Option(help="Score that picks the recommendation: logme, leep, nce or hscore.")] = "logme",
+    controls: Annotated[bool, typer.Option(help="Add a random-init control, which should rank last.")] = True,
+    max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the split (the one `fit --seed` uses) and the subsample.")] = 0,
+    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class (few-shot).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / rank.md.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Score candidate backbones on DATA (LogME, LEEP, NCE, H-score) from one forward pass each; no training."""
+    from .ranking import print_rank
+    from .ranking import rank as run_rank
+
+    try:
+        name = Path(data).stem if Path(data).exists() else data
+        res = run_rank(
+            data,
+            backbones,
+            by=by,
+            controls=controls,
+            seed=seed,
+            per_class=per_class,
+            max_samples=max_samples,
+            text_column=text_column,
+            image_column=image_column,
+            label_column=label_column,
+            progress=not quiet,
+            out=out or Path("runs") / f"{name}-rank",
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_rank(res)
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def compare(
     costliest transfer run took (counting feature extraction a cache hit saved); ``"fixed"`` runs its own fixed
     schedule (reproducible bit for bit; matched epoch counts depend on machine speed and are recorded). With
     ``out``, the best strategy's seed-0 model goes to ``out/model`` and the runs to
-    ``out/compare.json`` and ``out/report.md``.
+    ``out/compare.json`` and ``out/report.md``. ``backbone="auto"`` ranks the installed packs first (``rank``).
     """
     from .api import DEFAULT_BACKBONES
 
@@ -143,6 +143,18 @@ def compare(
         raise TransferkitError("compare needs at least one seed and one strategy.")
     spec = backbone or DEFAULT_BACKBONES[ds.modality]
     notes: list[str] = []
+    if spec == "auto":  # one choice for every seed: ranked on the first seed's training split
+        from .ranking import rank
+
+        ranked = rank(
+            ds, None, controls=False, seed=seed_list[0], val_size=val_size, test_size=test_size,
+            per_class=per_class, max_test=max_test, cache_dir=cache_dir, progress=progress,
+        )
+        spec = ranked.recommended
+        notes.append(
+            f"backbone auto: {spec}, the highest LogME of {', '.join(ranked.ordered(controls=False))} "
+            f"(seed {seed_list[0]}'s training split)"
+        )
     if strategies == "auto" or list(strategies) == ["auto"]:
         from .auto import parse_budget, plan_ladder
 
@@ -157,7 +169,8 @@ def compare(
             len(seed_list),
             budget if isinstance(budget, float | int) else parse_budget(budget),
         )
-        strategies, notes = plan.strategies, plan.notes
+        strategies = plan.strategies
+        notes += plan.notes
         options = {k: {**v, **(options or {}).get(k, {})} for k, v in plan.options.items()}
         if progress:
             out_console.print("auto: " + "; ".join(notes))

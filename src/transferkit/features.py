@@ -82,6 +82,15 @@ def _write_cache(path: Path, feats: np.ndarray, meta: dict[str, str]) -> None:
             os.unlink(tmp)
 
 
+def default_batch_size(modality: str, device: torch.device) -> int:
+    """Extraction batch size: small image batches on a CPU, whose activations then stay in cache (EfficientNet-Lite0
+    on 2 EPYC cores: ~50 img/s at 32 vs ~65-80 at 8, see BENCHMARKS.md); larger ones on a GPU; 64 texts (sorted
+    by length, so padding stays small)."""
+    if modality == "image":
+        return 8 if device.type == "cpu" else 64
+    return 64
+
+
 def _batches(backbone: Backbone, items: list, batch_size: int) -> list[np.ndarray]:
     """Index batches; texts sorted by length so a batch pads only to its own longest text."""
     order = np.arange(len(items))
@@ -95,7 +104,7 @@ def extract_features(
     ds: Dataset,
     indices: Sequence[int],
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     cache_dir: Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
@@ -107,7 +116,8 @@ def extract_features(
 
     ``stats``, when given, accumulates ``extract_s`` (seconds the extraction took, or took when the cached copy was
     made) and ``saved_s`` (the part of it a cache hit saved): budget matching charges a cached run its cold cost;
-    ``engine`` says how the backbone ran. ``compile``: auto (default, or ``$TRANSFERKIT_COMPILE``) compiles the
+    ``engine`` says how the backbone ran. ``batch_size`` defaults to ``default_batch_size``. ``compile``: auto
+    (default, or ``$TRANSFERKIT_COMPILE``) compiles the
     backbone when that pays for this job on this machine (see ``transferkit.fastpath``); always; never.
     """
     from .fastpath import Runner, compile_mode
@@ -137,6 +147,7 @@ def extract_features(
     feats = np.empty((len(items), backbone.feature_dim), dtype=np.float32)
     device = default_device()
     backbone.eval().to(device)
+    batch_size = batch_size or default_batch_size(backbone.modality, device)
     runner = Runner(backbone, len(items), batch_size, device, compile, root / "tuning.json" if use_cache else None)
     with progress_bar(f"{description} ({backbone.spec})", len(items), enabled=progress) as bar, torch.inference_mode():
         for batch in _batches(backbone, items, batch_size):

@@ -71,6 +71,14 @@ def _logreg_path(
     return out
 
 
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation, the latter floored relative to the features' own scale, so the
+    probe treats features of any magnitude alike (a fixed floor would shrink tiny-valued features towards zero)."""
+    std = x.std(0)
+    scale = float(std.mean())
+    return x.mean(0), std + 1e-6 * (scale if scale > 0 else 1.0)
+
+
 def fit_linear_probe(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -88,8 +96,7 @@ def fit_linear_probe(
     ``seed`` is unused: the problem is convex and solved deterministically.
     """
     grid = tuple(sorted(c_grid))
-    mean = x_train.mean(0)
-    std = x_train.std(0) + 1e-6
+    mean, std = _moments(x_train)
     path = _logreg_path((x_train - mean) / std, y_train, num_classes, grid)
     xv = torch.from_numpy((x_val - mean) / std).double()
     accs = [_accuracy((xv @ w + b).numpy(), y_val) for w, b in path]
@@ -97,8 +104,7 @@ def fit_linear_probe(
     w, b = path[best]
     if refit_on_val:
         x_all = np.concatenate([x_train, x_val])
-        mean = x_all.mean(0)
-        std = x_all.std(0) + 1e-6
+        mean, std = _moments(x_all)
         w, b = _logreg_path(
             (x_all - mean) / std, np.concatenate([y_train, y_val]), num_classes, (grid[best],), init=(w, b)
         )[0]

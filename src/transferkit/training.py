@@ -164,10 +164,13 @@ class Trainer:
         num_classes: int,
         resume: bool = False,
         stop_after: int | None = None,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> TrainResult:
         """Train, keep the best validation epoch's weights in ``model``, and return the learning curve.
 
         ``stop_after`` ends the run after that many epochs of this call (to test resuming; a kill does the same).
+        ``loss(logits, indices)`` replaces the (class-weighted) cross-entropy; ``indices`` index ``train_items``
+        (distillation looks up cached teacher logits with them; its unlabelled items carry the label -1).
         """
         cfg = self.config
         if cfg.bn_stats not in ("frozen", "train"):
@@ -176,8 +179,12 @@ class Trainer:
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         yt, yv = torch.from_numpy(train_y).long(), torch.from_numpy(val_y).long()
-        weights = class_weight_vector(train_y, num_classes, cfg.class_weights)
-        loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device))
+        if loss is None:
+            weights = class_weight_vector(train_y, num_classes, cfg.class_weights)
+            ce = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device))
+
+            def loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                return ce(logits, yt[idx].to(self.device))
         opt = torch.optim.AdamW(
             [{"params": g.params, "lr": g.lr, "name": g.name} for g in self.groups], weight_decay=cfg.weight_decay
         )
@@ -212,13 +219,13 @@ class Trainer:
                         continue
                     batch = self._to_device(self.batcher([train_items[int(i)] for i in idx], True, gen))
                     opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(forward(batch).float(), yt[idx].to(self.device))
-                    dist.backward(loss)
+                    step_loss = loss(forward(batch).float(), idx)
+                    dist.backward(step_loss)
                     if cfg.grad_clip is not None:
                         nn.utils.clip_grad_norm_([p for g in self.groups for p in g.params], cfg.grad_clip)
                     opt.step()
                     sched.step()
-                    running += float(loss.detach()) * len(idx)
+                    running += float(step_loss.detach()) * len(idx)
                     seen += len(idx)
                     bar.advance()
             val_loss, val_acc = self._evaluate(val_items, yv, gen)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import DataError, TransferkitError
 
 Modality = Literal["image", "text"]
 
@@ -153,6 +153,8 @@ class Backbone(nn.Module):
         self.feature_dim = feature_dim
         self.preprocess = preprocess
         self.pretrained = pretrained
+        self.depth: int | None = None
+        """Blocks kept when the backbone was cut after a block (``layer=``), else None."""
         self.weights_changed = False
         self.adapter: dict[str, Any] | None = None
         """Config of injected low-rank adapters (``backbones.adapters``), or None."""
@@ -179,6 +181,45 @@ class Backbone(nn.Module):
     def unused_modules(self) -> list[nn.Module]:
         """Modules that never feed the features (e.g. the source classifier): always frozen when fine-tuning."""
         return []
+
+    def source_head(self) -> nn.Module | None:
+        """The backbone's own classifier from its features to source-class logits (e.g. ImageNet), or None."""
+        return None
+
+    def fresh_state(self, seed: int) -> dict[str, torch.Tensor] | None:
+        """State dict of the same architecture freshly initialised by its own initialiser, or None if unknown."""
+        return None
+
+    def truncate(self, n: int) -> None:
+        """Keep the first ``n`` blocks, so features come from that depth (pooled as usual)."""
+        raise TransferkitError(f"{self.spec} cannot be cut after a block (layer=): its blocks are not known.")
+
+    def reinitialize(self, seed: int = 0) -> None:
+        """Replace every weight by a fresh random draw (seeded): the random-init control of this architecture.
+
+        Subclasses draw with the architecture's own initialiser (``fresh_state``); this generic version resets
+        every module that has ``reset_parameters`` (PyTorch defaults) and draws bare parameters from N(0, 0.02).
+        """
+        fresh = self.fresh_state(seed)
+        own = self.state_dict()
+        if fresh is not None and all(k in fresh and fresh[k].shape == v.shape for k, v in own.items()):
+            self.load_state_dict({k: fresh[k] for k in own})
+            self.pretrained = False
+            self._fingerprint = None
+            return
+        covered: set[int] = set()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            for m in self.modules():
+                reset = getattr(m, "reset_parameters", None)
+                if callable(reset):
+                    reset()
+                    covered.update(id(p) for p in m.parameters(recurse=False))
+            for p in self.parameters():  # bare parameters (e.g. position embeddings) no module resets
+                if id(p) not in covered:
+                    nn.init.normal_(p, std=0.02)
+        self.pretrained = False
+        self._fingerprint = None
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         if isinstance(batch, torch.Tensor):

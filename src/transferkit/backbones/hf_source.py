@@ -81,14 +81,45 @@ class HFTextBackbone(Backbone):
         pooler = getattr(self.model, "pooler", None)  # BERT's pooler is not used by our pooling
         return [pooler] if isinstance(pooler, nn.Module) else []
 
-    def blocks(self) -> list[nn.Module]:
+    def _layer_list(self) -> tuple[Any, str, nn.ModuleList] | None:
+        """(parent module, attribute name, the ModuleList of transformer layers), when found."""
         for attr in ("encoder.layer", "layers", "h", "transformer.h", "decoder.layers"):
-            obj: Any = self.model
-            for part in attr.split("."):
-                obj = getattr(obj, part, None)
+            parent: Any = self.model
+            *path, last = attr.split(".")
+            for part in path:
+                parent = getattr(parent, part, None)
+            obj = getattr(parent, last, None) if parent is not None else None
             if isinstance(obj, nn.ModuleList):
-                return list(obj)
-        return list(self.model.children())
+                return parent, last, obj
+        return None
+
+    def blocks(self) -> list[nn.Module]:
+        found = self._layer_list()
+        return list(found[2]) if found else list(self.model.children())
+
+    def fresh_state(self, seed: int) -> dict[str, torch.Tensor] | None:
+        """transformers' own initialisation of this configuration (e.g. N(0, 0.02) for BERT), with our names."""
+        from transformers import AutoModel
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = AutoModel.from_config(self.model.config)
+        return {f"model.{k}": v for k, v in fresh.state_dict().items()}
+
+    def truncate(self, n: int) -> None:
+        """Pool the token states after the first ``n`` transformer layers."""
+        found = self._layer_list()
+        if found is None:
+            raise TransferkitError(f"{self.spec}: no list of transformer layers found to cut after (layer=).")
+        parent, name, layers = found
+        if not 1 <= n <= len(layers):
+            raise TransferkitError(
+                f"{self.spec}: layer={n} is out of range; it has {len(layers)} layers (1..{len(layers)})."
+            )
+        setattr(parent, name, nn.ModuleList(list(layers)[:n]))
+        self.model.config.num_hidden_layers = n
+        self.depth = n
+        self._fingerprint = None
 
 
 def tokenizer_id(tokenizer: Any) -> str:

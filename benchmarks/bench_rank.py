@@ -1,0 +1,134 @@
+"""Do transferability scores pick the backbone that transfers best? Kendall tau between each score and the
+accuracy each candidate actually reaches, and the time of ranking every candidate vs training every candidate.
+
+Per dataset: ``transferkit.rank`` scores every candidate on the training split (cold feature cache, timed), then
+``fit(strategy="linear-probe")`` reaches a test accuracy per candidate on the same split (its training features come
+from the rank's cache). With ``--finetune-epochs E`` every candidate is also fine-tuned (all blocks, E epochs, no
+early stopping) and timed: that is the cost ranking avoids. Candidates: every installed pack of the modality, cuts
+of the smallest pack after intermediate blocks, and its random-init control.
+
+Run: .venv/bin/python benchmarks/bench_rank.py --data fashion-mnist,digits,tweets,spam [--per-class 100]
+     [--finetune-epochs 1 --finetune-data fashion-mnist] [--test 500]
+Every number printed comes from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, weightedtau
+
+import transferkit
+from bench_verdict import subset
+from transferkit.data import load_builtin
+from transferkit.fastpath import cpu_name
+from transferkit.transferability import METRICS
+
+CANDIDATES = {
+    "image": [
+        "pack:efficientnet-lite0",
+        "pack:efficientnet-lite1",
+        "pack:efficientnet-lite2",
+        "pack:efficientnet-lite0?layer=4",
+        "pack:efficientnet-lite0?layer=5",
+        "pack:efficientnet-lite0?layer=6",
+        "pack:efficientnet-lite0?init=random",
+    ],
+    "text": [
+        "pack:minilm-l6",
+        "pack:mpnet-base",
+        "pack:minilm-l6?layer=2",
+        "pack:minilm-l6?layer=4",
+        "pack:mpnet-base?layer=6",
+        "pack:minilm-l6?init=random",
+    ],
+}
+
+
+def load(name: str, per_class: int, test: int) -> transferkit.Dataset:
+    ds = load_builtin(name)
+    return subset(ds, per_class, test) if name == "fashion-mnist" else ds
+
+
+def taus(scores: list[float | None], accs: list[float]) -> tuple[float, float, int]:
+    """(weighted tau, plain tau, candidates) over the candidates that have this score."""
+    pairs = [(s, a) for s, a in zip(scores, accs, strict=True) if s is not None]
+    if len(pairs) < 3:
+        return float("nan"), float("nan"), len(pairs)
+    x, y = np.array(pairs).T
+    return float(weightedtau(x, y).statistic), float(kendalltau(x, y).statistic), len(pairs)
+
+
+def run(name: str, args: argparse.Namespace) -> None:
+    ds = load(name, args.per_class, args.test)
+    specs = CANDIDATES[ds.modality]
+    common = {"seed": 0, "per_class": args.per_class, "max_test": args.test}
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        ranked = transferkit.rank(ds, specs, max_samples=None, cache_dir=cache, progress=False, **common)
+        rank_s = time.perf_counter() - t0
+        accs, ft_accs, ft_s = {}, {}, {}
+        for row in ranked.rows:
+            if not row.usable:
+                continue
+            res = transferkit.fit(ds, row.spec, scratch=False, cache_dir=cache, progress=False, **common)
+            accs[row.spec] = res.metrics["transfer"]["accuracy"]
+            if args.finetune_epochs and name in args.finetune_data.split(","):
+                t1 = time.perf_counter()
+                res = transferkit.fit(ds, row.spec, "finetune", scratch=False, cache_dir=cache, progress=False,
+                                      epochs=args.finetune_epochs, patience=None, **common)
+                ft_s[row.spec] = time.perf_counter() - t1
+                ft_accs[row.spec] = res.metrics["transfer"]["accuracy"]
+    rows = [r for r in ranked.rows if r.usable]
+    print(f"\n## {name}: {ranked.n_samples} training samples scored, {len(rows)} candidates, test accuracy on "
+          f"up to {args.test} test items (seed 0)\n")
+    head = " | ".join(m for m in METRICS)
+    tuned = bool(ft_s)
+    ft_head = f" | fine-tune {args.finetune_epochs} ep acc % | fine-tune s" if tuned else ""
+    print(f"| candidate | {head} | probe acc %{ft_head} | forward s |")
+    print("|---" * (3 + len(METRICS) + (2 if tuned else 0)) + "|")
+    for r in rows:
+        cells = " | ".join("n/a" if r.scores[m] is None else f"{r.scores[m]:.4f}" for m in METRICS)
+        ft = f" | {100 * ft_accs[r.spec]:.1f} | {ft_s[r.spec]:.0f}" if tuned else ""
+        print(f"| {r.spec} | {cells} | {100 * accs[r.spec]:.1f}{ft} | {r.extract_s:.1f} |")
+    for target, label in ((accs, "linear-probe accuracy"), (ft_accs, "fine-tuned accuracy")):
+        if not target:
+            continue
+        print(f"\nKendall tau of each score vs {label} (weighted / plain; all candidates; pretrained only):\n")
+        for m in METRICS:
+            scores = [r.scores[m] for r in rows]
+            w, k, n = taus(scores, [target[r.spec] for r in rows])
+            pre = [r for r in rows if not r.control]
+            wp, kp, npre = taus([r.scores[m] for r in pre], [target[r.spec] for r in pre])
+            print(f"- {m}: {w:+.2f} / {k:+.2f} over {n}; {wp:+.2f} / {kp:+.2f} over {npre}")
+    best = max(accs, key=accs.get)
+    print(f"\nrecommended by LogME: {ranked.recommended} (probe {100 * accs[ranked.recommended]:.1f} %); "
+          f"best probe: {best} ({100 * accs[best]:.1f} %); random control last by LogME: "
+          f"{ranked.ordered('logme')[-1].endswith('init=random')}")
+    print(f"ranking all candidates (cold, wall): {rank_s:.0f} s")
+    if ft_s:
+        total = sum(ft_s.values())
+        print(f"fine-tuning all candidates for {args.finetune_epochs} epoch(s): {total:.0f} s = "
+              f"{total / rank_s:.1f}x the ranking; at the default 10 epochs (measured time x "
+              f"{10 / args.finetune_epochs:g}): {10 / args.finetune_epochs * total / rank_s:.0f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="fashion-mnist,digits,tweets,spam")
+    ap.add_argument("--per-class", type=int, default=100, help="labelled examples per class (train + val)")
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--finetune-epochs", type=int, default=0)
+    ap.add_argument("--finetune-data", default="fashion-mnist", help="datasets on which to fine-tune every candidate")
+    args = ap.parse_args()
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name in args.data.split(","):
+        run(name.strip(), args)
+
+
+if __name__ == "__main__":
+    main()

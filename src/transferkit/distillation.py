@@ -1,0 +1,207 @@
+"""``distill``: teacher -> student with its controls, over seeds: teacher, the student on hard labels alone (same
+student, same epochs), and the distilled student; accuracy with intervals, size and CPU throughput of each."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import load_data, make_splits
+from .data.dataset import Dataset
+from .errors import TransferkitError
+from .evaluation import classification_metrics, mean_ci, verdict
+from .model import TransferModel
+
+
+@dataclass
+class DistillResult:
+    """Per-seed runs of teacher, hard-label student and distilled student, and their summary."""
+
+    data: str
+    teacher: str
+    student: str
+    temperature: float
+    alpha: float
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    sizes: dict[str, dict[str, float]] = field(default_factory=dict)
+    out: Path | None = None
+
+    def accuracies(self, role: str) -> list[float]:
+        return [r[role]["accuracy"] for r in self.runs]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per role: accuracy mean [CI], parameters, fp32 size, samples/s on this CPU."""
+        rows = []
+        for role in ("teacher", "student (hard labels)", "student (distilled)"):
+            m, lo, hi = mean_ci(self.accuracies(role))
+            rows.append({"role": role, "accuracy": m, "low": lo, "high": hi, **self.sizes.get(role, {})})
+        return rows
+
+    def verdict_line(self) -> str:
+        v = verdict(self.accuracies("student (distilled)"), self.accuracies("student (hard labels)"))
+        span = f"[{v.low:+.1f}, {v.high:+.1f}]"
+        if v.kind == "helps":
+            return f"distillation helps: {v.diff:+.1f} points {span} over hard labels alone ({v.seeds} seeds)"
+        if v.kind == "negative transfer":
+            return f"distillation hurts: {v.diff:+.1f} points {span} against hard labels alone ({v.seeds} seeds)"
+        return f"no clear difference from hard labels alone: {v.diff:+.1f} points {span} ({v.seeds} seeds)"
+
+    def retained(self) -> float:
+        """Distilled-student accuracy / teacher accuracy (means over seeds)."""
+        return float(np.mean(self.accuracies("student (distilled)")) / max(np.mean(self.accuracies("teacher")), 1e-12))
+
+    def table(self) -> str:
+        lines = [
+            "| model | accuracy (mean [95% CI]) | parameters | fp32 MB | samples/s (CPU) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in self.summary():
+            lines.append(
+                f"| {r['role']} | {100 * r['accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] | "
+                f"{r.get('parameters', 0):,.0f} | {r.get('fp32_mb', 0):.1f} | {r.get('samples_s', 0):.1f} |"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "data": self.data, "teacher": self.teacher, "student": self.student, "temperature": self.temperature,
+            "alpha": self.alpha, "runs": self.runs, "sizes": self.sizes, "summary": self.summary(),
+            "verdict": self.verdict_line(), "retained": self.retained(),
+        }
+
+
+def _size(model: TransferModel, items: list[Any]) -> dict[str, float]:
+    """Parameters, fp32 megabytes, and prediction throughput on ``items`` (one warm-up batch first)."""
+    params = sum(p.numel() for p in model.parameters())
+    model.predict_proba(items[:8])
+    t0 = time.perf_counter()
+    model.predict_proba(items)
+    return {"parameters": float(params), "fp32_mb": params * 4 / 2**20,
+            "samples_s": len(items) / max(time.perf_counter() - t0, 1e-9)}
+
+
+def distill(
+    data: Any,
+    teacher: str,
+    student: str = "auto",
+    *,
+    seeds: int = 3,
+    temperature: float = 4.0,
+    alpha: float = 0.7,
+    epochs: int = 10,
+    unlabelled: Any = None,
+    unlabelled_column: str | None = None,
+    teacher_strategy: str = "linear-probe",
+    teacher_options: dict[str, Any] | None = None,
+    student_options: dict[str, Any] | None = None,
+    per_class: int | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    max_test: int | None = None,
+    text_column: str | None = None,
+    label_column: str = "label",
+    image_column: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    out: str | Path | None = None,
+) -> DistillResult:
+    """Distil ``teacher`` into ``student`` on ``data`` over ``seeds`` seeds, next to the hard-label control.
+
+    ``teacher``: a saved transferkit model folder (used as is on every seed: it must not have seen the test
+    items) or a backbone spec, trained per seed with ``teacher_strategy`` on that seed's training split.
+    ``student``: a backbone spec (e.g. ``scratch:cnn``, ``pack:minilm-l6?layer=2``); ``auto`` is ``scratch:cnn``
+    for images and the first two layers of MiniLM for texts. Both students train ``epochs`` epochs with the same
+    schedule; the control has alpha 0 and no unlabelled data. With ``out``: ``distill.json``, ``report.md`` and
+    the seed-0 distilled student in ``out/model``.
+    """
+    import tempfile
+
+    from .api import fit
+    from .export import CONFIG, load
+
+    if seeds < 1:
+        raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
+    ds: Dataset = load_data(data, text_column=text_column, label_column=label_column, image_column=image_column)
+    if student == "auto":
+        student = "scratch:cnn?size=32" if ds.modality == "image" else "pack:minilm-l6?layer=2"
+    saved_teacher = Path(teacher).expanduser()
+    is_saved = (saved_teacher / CONFIG).is_file()
+    if saved_teacher.is_dir() and not is_saved and not (saved_teacher / "config.json").is_file():
+        raise TransferkitError(
+            f"{saved_teacher} is neither a saved transferkit model (no {CONFIG} in it) nor a backbone folder."
+        )
+    common = {"per_class": per_class, "val_size": val_size, "test_size": test_size, "max_test": max_test,
+              "cache_dir": cache_dir, "progress": progress, "scratch": False}
+    res = DistillResult(ds.name, teacher, student, temperature, alpha, out=Path(out) if out else None)
+    opts = {"epochs": epochs, "patience": None, "temperature": temperature, **(student_options or {})}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            splits = make_splits(ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class,
+                                 max_test=max_test)
+            if is_saved:
+                teacher_dir = saved_teacher
+                tmodel = load(teacher_dir)
+                pred = np.asarray(tmodel.predict_proba(ds.take(splits.test))).argmax(1)
+                t_metrics = classification_metrics(ds.targets[splits.test], pred, len(ds.classes))
+            else:
+                teacher_dir = Path(tmp) / f"teacher-{seed}"
+                tfit = fit(ds, teacher, teacher_strategy, seed=seed, out=teacher_dir, **common,
+                           **(teacher_options or {}))
+                teacher_dir, tmodel, t_metrics = teacher_dir / "model", tfit.model, tfit.metrics["transfer"]
+            runs: dict[str, Any] = {"seed": seed, "teacher": t_metrics}
+            for role, a, extra in (("student (hard labels)", 0.0, None), ("student (distilled)", alpha, unlabelled)):
+                r = fit(ds, student, "distill", seed=seed, teacher=str(teacher_dir), alpha=a, unlabelled=extra,
+                        unlabelled_column=unlabelled_column, out=(Path(out) if out and seed == 0 and a > 0 else None),
+                        **common, **opts)
+                curve = r.record["strategy_info"].get("learning_curve", [])
+                runs[role] = {**r.metrics["transfer"], "wall_s": r.record["timings_s"]["transfer_total"],
+                              "epoch_s": float(np.median([e["seconds"] for e in curve])) if curve else None,
+                              "val_accuracy": r.record["strategy_info"].get("val_accuracy"),
+                              "unlabelled": r.record["strategy_info"].get("unlabelled", 0)}
+                if seed == 0:
+                    res.sizes[role] = _size(r.model, ds.take(splits.test[:256]))
+            if seed == 0:
+                res.sizes["teacher"] = _size(tmodel, ds.take(splits.test[:256]))
+            res.runs.append(runs)
+    if out is not None:
+        write_distill(res, Path(out))
+    return res
+
+
+def write_distill(res: DistillResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distill.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
+    text = [
+        f"# transferkit distill: {res.data}",
+        "",
+        f"- teacher `{res.teacher}`, student `{res.student}`, T = {res.temperature}, alpha = {res.alpha}, "
+        f"{len(res.runs)} seeds",
+        "",
+        res.table(),
+        "",
+        res.verdict_line(),
+        f"Accuracy retained (distilled student / teacher): {100 * res.retained():.1f} %.",
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(text))
+
+
+def print_distill(res: DistillResult) -> None:
+    from rich.table import Table
+
+    from .progress import out_console as console
+
+    table = Table(title=f"{res.data}: {res.teacher} -> {res.student} (T={res.temperature}, alpha={res.alpha})")
+    for col in ("model", "accuracy", "95% CI", "parameters", "fp32 MB", "samples/s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in res.summary():
+        table.add_row(r["role"], f"{r['accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]",
+                      f"{r.get('parameters', 0):,.0f}", f"{r.get('fp32_mb', 0):.1f}", f"{r.get('samples_s', 0):.1f}")
+    console.print(table)
+    console.print(res.verdict_line())
+    console.print(f"Accuracy retained (distilled student / teacher): {res.retained():.1%}")
