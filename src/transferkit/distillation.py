@@ -38,8 +38,9 @@ class DistillResult:
         """One row per role: accuracy mean [CI], parameters, fp32 size, samples/s on this CPU."""
         rows = []
         for role in ("teacher", "student (hard labels)", "student (distilled)"):
-            m, lo, hi = mean_ci(self.accuracies(role))
-            rows.append({"role": role, "accuracy": m, "low": lo, "high": hi, **self.sizes.get(role, {})})
+            m, lo, hi = mean_ci(self.accuracies(role))  # an accuracy interval stays within [0, 1]
+            rows.append({"role": role, "accuracy": m, "low": max(lo, 0.0), "high": min(hi, 1.0),
+                         **self.sizes.get(role, {})})
         return rows
 
     def verdict_line(self) -> str:
