@@ -97,6 +97,20 @@ class BatchImageTransform:
         return x.float().div_(255).sub_(self.mean).div_(self.std)
 
 
+def prepare_images(
+    transform: BatchImageTransform,
+    items: Sequence[Any],
+    augment: bool,
+    generator: torch.Generator | None,
+    scale: tuple[float, float] = (0.6, 1.0),
+) -> torch.Tensor:
+    """Raw image items -> a float batch, with training augmentation (crop area ``scale``) when asked."""
+    x = transform([load_image(it) for it in items])
+    if augment:
+        x = augment_images(x, generator if generator is not None else torch.Generator(), scale=scale)
+    return x
+
+
 def preprocess_from_dict(d: dict[str, Any]) -> Preprocess:
     """Inverse of ``Preprocess.to_dict``."""
     d = dict(d)

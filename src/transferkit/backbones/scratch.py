@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import TransferkitError
-from .base import Backbone, BatchImageTransform, ImagePreprocess, augment_images, load_image
+from .base import Backbone, BatchImageTransform, ImagePreprocess, prepare_images
 from .registry import register_source
 
 
@@ -65,10 +65,7 @@ class ScratchCNNBackbone(Backbone):
     def prepare(
         self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        x = self._transform([load_image(it) for it in items])
-        if augment:
-            x = augment_images(x, generator if generator is not None else torch.Generator(), scale=(0.8, 1.0))
-        return x.contiguous()
+        return prepare_images(self._transform, items, augment, generator, scale=(0.8, 1.0)).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

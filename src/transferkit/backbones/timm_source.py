@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import BackboneUnavailableError, TransferkitError
-from .base import Backbone, BatchImageTransform, ImagePreprocess, augment_images, load_image
+from .base import Backbone, BatchImageTransform, ImagePreprocess, prepare_images
 from .registry import hub_reachable, parse_bool, register_source
 
 
@@ -40,9 +40,7 @@ class TimmBackbone(Backbone):
     def prepare(
         self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        x = self._transform([load_image(it) for it in items])
-        if augment:
-            x = augment_images(x, generator if generator is not None else torch.Generator())
+        x = prepare_images(self._transform, items, augment, generator)
         return x.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
