@@ -6,7 +6,7 @@ Pairs: Fashion-MNIST, EfficientNet-Lite0 (linear probe) -> scratch CNN at 32 px;
 -> the first two layers of MiniLM-L6. Every number printed comes from this one run.
 
 Run: .venv/bin/python benchmarks/bench_distill.py [--pairs image,text] [--seeds 3] [--per-class 100]
-     [--unlabelled 2000] [--epochs 20,4]
+     [--unlabelled 2000] [--epochs 20,4] [--sweep]
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--unlabelled", type=int, default=2000)
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--epochs", default="20,4", help="student epochs for the image and the text pair")
+    ap.add_argument("--sweep", action="store_true", help="choose T and alpha per seed on validation")
     args = ap.parse_args()
     epochs = dict(zip(("image", "text"), (int(e) for e in args.epochs.split(",")), strict=True))
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -84,9 +85,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
             res = transferkit.distill(
-                ds, teacher, student, seeds=args.seeds, epochs=epochs[pair], unlabelled=extra,
-                per_class=args.per_class, max_test=args.test, cache_dir=cache, progress=False,
-                student_options=opts or None,
+                ds, teacher, student, seeds=args.seeds, epochs=epochs[pair],
+                per_class=args.per_class, max_test=args.test, cache_dir=cache, progress=False, unlabelled=extra or None,
+                student_options=opts or None, sweep=args.sweep,
             )
             wall = time.perf_counter() - t0
         print(f"\n## {name}: {teacher} (linear probe) -> {student}, {args.per_class} labelled per class, "
@@ -95,6 +96,8 @@ def main() -> None:
         print(res.table())
         print(f"\n{res.verdict_line()}")
         print(f"accuracy retained (distilled / teacher): {100 * res.retained():.1f} %")
+        if res.swept():
+            print(res.swept())
         s, t = res.sizes["student (distilled)"], res.sizes["teacher"]
         print(f"student vs teacher on this CPU: {s['samples_s'] / t['samples_s']:.1f}x the samples/s, "
               f"{t['parameters'] / s['parameters']:.1f}x fewer parameters")

@@ -12,7 +12,7 @@ import transferkit
 from transferkit.cli import app
 from transferkit.compare import compare
 from transferkit.errors import TransferkitError
-from transferkit.evaluation import mean_ci, verdict
+from transferkit.evaluation import Verdict, mean_ci, verdict
 
 from .conftest import TIMM_SPEC
 
@@ -234,3 +234,15 @@ def test_bad_variants_and_scratch_budget(image_folder):
         transferkit.fit(image_folder, TIMM_SPEC, scratch_budget="x", progress=False)
     bad = CliRunner().invoke(app, ["compare", str(image_folder), "--scratch-budget", "later", "--quiet"])
     assert bad.exit_code == 2 and "scratch_budget='later' is not one of matched, fixed" in bad.stderr
+
+
+def test_verdict_phrase_names_the_method_and_its_baseline():
+    assert Verdict("helps", 2.0, 1.0, 3.0, 3).phrase("dann", "source-only") == (
+        "dann helps: +2.0 points [+1.0, +3.0] over source-only (3 seeds)"
+    )
+    assert Verdict("negative transfer", -2.0, -3.0, -1.0, 3).phrase("coral", "source-only") == (
+        "coral hurts: -2.0 points [-3.0, -1.0] against source-only (3 seeds)"
+    )
+    assert Verdict("no clear difference", 0.5, -1.0, 2.0, 5).phrase("distillation", "hard labels alone") == (
+        "distillation: no clear difference from hard labels alone, +0.5 points [-1.0, +2.0] (5 seeds)"
+    )

@@ -150,3 +150,19 @@ def test_distill_from_a_saved_teacher_and_the_cli(teacher_dir: Path, image_folde
         invoke("distill", image_folder, "--teacher", tmp_path, "--seeds", "1", "--quiet"),
         "is neither a saved transferkit model",
     )
+
+
+def test_distill_sweep_chooses_t_and_alpha_on_validation(teacher_dir: Path, image_folder: Path, tmp_path: Path) -> None:
+    from transferkit.distillation import SWEEP_ALPHAS, SWEEP_TEMPERATURES
+
+    res = transferkit.distill(str(image_folder), str(teacher_dir), STUDENT, seeds=1, epochs=1, progress=False,
+                              sweep=True, out=tmp_path / "s")
+    distilled = res.runs[0]["student (distilled)"]
+    grid = distilled["sweep"]
+    assert len(grid) == len(SWEEP_TEMPERATURES) * len(SWEEP_ALPHAS)
+    best = max(grid, key=lambda g: g["val_accuracy"])  # the first best on validation wins
+    assert (distilled["temperature"], distilled["alpha"]) == (best["temperature"], best["alpha"])
+    assert "sweep" not in res.runs[0]["student (hard labels)"]  # the control is not swept
+    assert res.swept().startswith("T and alpha chosen on validation") and "seed 0: T" in res.swept()
+    assert res.swept() in (tmp_path / "s" / "report.md").read_text()
+    assert transferkit.load(tmp_path / "s" / "model").backbone.spec == STUDENT

@@ -17,6 +17,9 @@ from .errors import TransferkitError
 from .evaluation import classification_metrics, mean_ci, verdict
 from .model import TransferModel
 
+SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+SWEEP_ALPHAS = (0.5, 0.9)
+
 
 @dataclass
 class DistillResult:
@@ -45,12 +48,16 @@ class DistillResult:
 
     def verdict_line(self) -> str:
         v = verdict(self.accuracies("student (distilled)"), self.accuracies("student (hard labels)"))
-        span = f"[{v.low:+.1f}, {v.high:+.1f}]"
-        if v.kind == "helps":
-            return f"distillation helps: {v.diff:+.1f} points {span} over hard labels alone ({v.seeds} seeds)"
-        if v.kind == "negative transfer":
-            return f"distillation hurts: {v.diff:+.1f} points {span} against hard labels alone ({v.seeds} seeds)"
-        return f"no clear difference from hard labels alone: {v.diff:+.1f} points {span} ({v.seeds} seeds)"
+        return v.phrase("distillation", "hard labels alone")
+
+    def swept(self) -> str | None:
+        """The T and alpha validation chose per seed, when the run swept them."""
+        role = "student (distilled)"
+        if not self.runs or "sweep" not in self.runs[0][role]:
+            return None
+        picks = ", ".join(f"seed {r['seed']}: T {r[role]['temperature']:g}, alpha {r[role]['alpha']:g}"
+                          for r in self.runs)
+        return f"T and alpha chosen on validation from T {SWEEP_TEMPERATURES} x alpha {SWEEP_ALPHAS}: {picks}"
 
     def retained(self) -> float:
         """Distilled-student accuracy / teacher accuracy (means over seeds)."""
@@ -110,6 +117,7 @@ def distill(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     out: str | Path | None = None,
+    sweep: bool = False,
 ) -> DistillResult:
     """Distil ``teacher`` into ``student`` on ``data`` over ``seeds`` seeds, next to the hard-label control.
 
@@ -118,11 +126,13 @@ def distill(
     ``student``: a backbone spec (e.g. ``scratch:cnn``, ``pack:minilm-l6?layer=2``); ``auto`` is ``scratch:cnn``
     for images and the first two layers of MiniLM for texts. Both students train ``epochs`` epochs with the same
     schedule; the control has alpha 0 and no unlabelled data. With ``out``: ``distill.json``, ``report.md`` and
-    the seed-0 distilled student in ``out/model``.
+    the seed-0 distilled student in ``out/model``. ``sweep``: the distilled student tries every T in
+    ``SWEEP_TEMPERATURES`` with every alpha in ``SWEEP_ALPHAS`` per seed and keeps the best on validation (the
+    test split plays no part; the choice is recorded per seed).
     """
     import tempfile
 
-    from .api import fit
+    from .api import fit, write_run
     from .export import CONFIG, load
 
     if seeds < 1:
@@ -156,14 +166,28 @@ def distill(
                 teacher_dir, tmodel, t_metrics = teacher_dir / "model", tfit.model, tfit.metrics["transfer"]
             runs: dict[str, Any] = {"seed": seed, "teacher": t_metrics}
             for role, a, extra in (("student (hard labels)", 0.0, None), ("student (distilled)", alpha, unlabelled)):
-                r = fit(ds, student, "distill", seed=seed, teacher=str(teacher_dir), alpha=a, unlabelled=extra,
-                        unlabelled_column=unlabelled_column, out=(Path(out) if out and seed == 0 and a > 0 else None),
-                        **common, **opts)
+                grid = [(temperature, a)]
+                if sweep and a > 0:
+                    grid = [(t, al) for t in SWEEP_TEMPERATURES for al in SWEEP_ALPHAS]
+                tried = []
+                for t, al in grid:
+                    fit_opts = {**opts, "temperature": t}
+                    tried.append(fit(ds, student, "distill", seed=seed, teacher=str(teacher_dir), alpha=al,
+                                     unlabelled=extra, unlabelled_column=unlabelled_column, **common, **fit_opts))
+                vals = [f.record["strategy_info"].get("val_accuracy", -1.0) for f in tried]
+                r = tried[int(np.argmax(vals))]
+                if out and seed == 0 and a > 0:
+                    write_run(r, Path(out))
                 curve = r.record["strategy_info"].get("learning_curve", [])
                 runs[role] = {**r.metrics["transfer"], "wall_s": r.record["timings_s"]["transfer_total"],
                               "epoch_s": float(np.median([e["seconds"] for e in curve])) if curve else None,
                               "val_accuracy": r.record["strategy_info"].get("val_accuracy"),
-                              "unlabelled": r.record["strategy_info"].get("unlabelled", 0)}
+                              "unlabelled": r.record["strategy_info"].get("unlabelled", 0),
+                              "temperature": r.record["strategy_info"].get("temperature"),
+                              "alpha": r.record["strategy_info"].get("alpha")}
+                if len(grid) > 1:
+                    runs[role]["sweep"] = [{"temperature": t, "alpha": al, "val_accuracy": v}
+                                           for (t, al), v in zip(grid, vals, strict=True)]
                 if seed == 0:
                     res.sizes[role] = _size(r.model, ds.take(splits.test[:256]))
             if seed == 0:
@@ -187,6 +211,7 @@ def write_distill(res: DistillResult, out: Path) -> None:
         "",
         res.verdict_line(),
         f"Accuracy retained (distilled student / teacher): {100 * res.retained():.1f} %.",
+        *([res.swept()] if res.swept() else []),
         "",
     ]
     (out / "report.md").write_text("\n".join(text))
@@ -206,3 +231,5 @@ def print_distill(res: DistillResult) -> None:
     console.print(table)
     console.print(res.verdict_line())
     console.print(f"Accuracy retained (distilled student / teacher): {res.retained():.1%}")
+    if res.swept():
+        console.print(res.swept())

@@ -50,6 +50,15 @@ class Verdict:
             return f"negative transfer: scratch is better by {-self.diff:.1f} points {span} ({self.seeds} seeds)"
         return f"no clear difference: {self.diff:+.1f} points {span} ({self.seeds} seeds)"
 
+    def phrase(self, what: str, baseline: str) -> str:
+        """The verdict as one sentence about ``what`` against ``baseline`` (e.g. "distillation", "hard labels")."""
+        span = f"[{self.low:+.1f}, {self.high:+.1f}]"
+        if self.kind == "helps":
+            return f"{what} helps: {self.diff:+.1f} points {span} over {baseline} ({self.seeds} seeds)"
+        if self.kind == "negative transfer":
+            return f"{what} hurts: {self.diff:+.1f} points {span} against {baseline} ({self.seeds} seeds)"
+        return f"{what}: no clear difference from {baseline}, {self.diff:+.1f} points {span} ({self.seeds} seeds)"
+
 
 def verdict(transfer: Sequence[float], scratch: Sequence[float], confidence: float = 0.95) -> Verdict:
     """Paired comparison of accuracies on the same seeds (same splits): the 95% interval of the mean difference
