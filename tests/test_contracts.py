@@ -26,6 +26,7 @@ FAST_OPTIONS = {
     "finetune": {"epochs": 4, "batch_size": 8, "lr": 0.01, "lp_ft": True},
     "lora": {"epochs": 8, "batch_size": 8, "lr": 0.03, "r": 4, "alpha": 8},
     "distill": {"epochs": 6, "batch_size": 8, "lr": 0.01},  # + the teacher, made once below
+    "adapt": {"epochs": 10, "method": "dann"},  # + an unlabelled target, below
 }
 NEEDS_ATTENTION = {"lora"}  # adapters go on attention projections: a ViT instead of the CNN
 
@@ -45,6 +46,8 @@ def backbone_for(timm_dir, vit_dir, _teacher):
     """name -> (backbone spec, options) for a fast, learnable run of that strategy."""
     def pick(name):
         options = dict(FAST_OPTIONS.get(name, {}), **({"teacher": _teacher} if name == "distill" else {}))
+        if name == "adapt":  # a shifted copy of the data, its labels dropped
+            options["target"] = [np.clip(x.astype(int) + 30, 0, 255).astype(np.uint8) for x in _shades().items]
         return str(vit_dir if name in NEEDS_ATTENTION else timm_dir), options
 
     return pick

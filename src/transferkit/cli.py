@@ -239,6 +239,9 @@ def distill(
     ] = None,
     unlabelled_column: Annotated[str | None, typer.Option(help="Text/image column of the unlabelled file.")] = None,
     teacher_strategy: Annotated[str, typer.Option(help="How a teacher spec is trained.")] = "linear-probe",
+    sweep: Annotated[
+        bool, typer.Option(help="Try T in 1,2,4,8 x alpha in 0.5,0.9 per seed; keep the best on validation.")
+    ] = False,
     per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class.")] = None,
     max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-distill).")] = None,
@@ -264,6 +267,7 @@ def distill(
             unlabelled=unlabelled,
             unlabelled_column=unlabelled_column,
             teacher_strategy=teacher_strategy,
+            sweep=sweep,
             per_class=per_class,
             max_test=max_test,
             text_column=text_column,
@@ -277,6 +281,64 @@ def distill(
         return
     print_distill(res)
     typer.echo(f"saved the distilled student to {res.out / 'model'} (report: {res.out / 'report.md'})")
+
+
+@app.command()
+def adapt(
+    source: Annotated[str, typer.Option(help="Labelled source data: image folder, CSV/JSONL file or built-in name.")],
+    target: Annotated[str, typer.Option(help="Unlabelled target inputs: image folder or CSV/JSONL file.")],
+    target_test: Annotated[
+        str | None, typer.Option(help="Labelled target data, used only to report target accuracy at the end.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="Comma-separated: dann, coral, adabn, label-shift, self-training.")] = (
+        "dann,coral,adabn,label-shift,self-training"
+    ),
+    backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the offline pack).")] = None,
+    select: Annotated[
+        str, typer.Option(help="Label-free model selection: dev, im (information maximisation), source-val.")
+    ] = "dev",
+    seeds: Annotated[int, typer.Option(help="Number of seeds (each its own source split).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Adapter epochs; each epoch is a candidate checkpoint.")] = 30,
+    max_target: Annotated[int | None, typer.Option(help="Use at most N unlabelled target inputs.")] = None,
+    per_class: Annotated[int | None, typer.Option(help="Keep N labelled source examples per class.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<source name>-adapt).")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of the CSV/JSONL files.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image-path column of the CSV/JSONL files.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of the labelled CSV/JSONL files.")] = "label",
+    target_column: Annotated[
+        str | None, typer.Option(help="Text/image column of the unlabelled target file (default: as the source).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Adapt a source-trained model to an unlabelled target domain; compare each method with source-only."""
+    from .domain import adapt as run_adapt
+    from .domain import print_adapt
+
+    try:
+        name = Path(source).stem if Path(source).exists() else source
+        res = run_adapt(
+            source,
+            target,
+            target_test,
+            backbone=backbone,
+            methods=[m for m in method.split(",") if m.strip()],
+            select=select,
+            seeds=seeds,
+            epochs=epochs,
+            max_target=max_target,
+            per_class=per_class,
+            text_column=text_column,
+            image_column=image_column,
+            label_column=label_column,
+            target_column=target_column,
+            progress=not quiet,
+            out=out or Path("runs") / f"{name}-adapt",
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_adapt(res)
+    typer.echo(f"saved the {res.recommended()} model to {res.out / 'model'} (report: {res.out / 'report.md'})")
 
 
 @app.command()

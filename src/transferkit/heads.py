@@ -116,6 +116,14 @@ def fit_linear_probe(
     return HeadFit(head, {"C": grid[best]}, accs[best])
 
 
+def fold_standardisation(first: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Make ``first`` take raw inputs: it was trained on (x - mean) / std."""
+    with torch.no_grad():
+        w = first.weight / std
+        first.bias.sub_(w @ mean)
+        first.weight.copy_(w)
+
+
 class MLPHead(nn.Sequential):
     """Dense(hidden, relu) -> dropout -> Dense(classes): the head of the widely copied Keras recipe."""
 
@@ -162,10 +170,5 @@ def fit_mlp_head(
         elif epoch - best[1] >= patience:
             break
     mlp.load_state_dict(best[2])
-    # fold the standardisation into the first layer
-    first = mlp[0]
-    with torch.no_grad():
-        w = first.weight / std
-        first.bias.sub_(w @ mean)
-        first.weight.copy_(w)
+    fold_standardisation(mlp[0], mean, std)
     return HeadFit(mlp.eval(), {"epochs": float(best[1] + 1), "hidden": float(hidden)}, best[0])

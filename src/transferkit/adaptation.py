@@ -1,0 +1,498 @@
+"""Domain adaptation on a frozen backbone's features: a labelled source, an unlabelled target.
+
+Every method trains the same adapter, shaped like ``heads.MLPHead`` (Linear(d, h) -> ReLU -> Dropout ->
+Linear(h, classes)); the ReLU output is the adapted feature that the methods align:
+
+- ``source-only``: cross-entropy on the source; the baseline every method is compared with.
+- ``dann``: Ganin et al., "Domain-Adversarial Training of Neural Networks" (JMLR 2016). A domain classifier on the
+  adapted features trains through a gradient-reversal layer whose factor follows 2 / (1 + exp(-10 p)) - 1 over
+  training progress p, times ``weight``. Assumes a representation exists where the domains look alike and the
+  source classifier still works (it fails when the label proportions differ a lot between domains).
+- ``coral``: Sun & Saenko, "Deep CORAL" (ECCV workshops 2016). ``weight`` x ||C_s - C_t||_F^2 / (4 h^2) between
+  the batch covariances of the adapted features. Assumes second-order statistics carry the shift.
+- ``adabn``: the adapter trains as source-only, but target inputs are standardised with the target's own feature
+  moments instead of the source's: AdaBN (Li et al., "Revisiting Batch Normalization for Practical Domain
+  Adaptation", 2016) applied to the frozen features. Assumes the shift is mostly per-feature location and scale and
+  the class proportions are similar (a label shift moves the target moments for a legitimate reason).
+  Selection cannot tell it from source-only on source data (``dev``, ``source-val``): only ``im`` looks at it.
+- ``label-shift``: the adapter trains as source-only; then EM on its target predictions estimates the target's
+  class proportions and the logits move by log(target prior / source prior) (Saerens, Latinne & Decaestecker,
+  "Adjusting the Outputs of a Classifier to New a Priori Probabilities", Neural Computation 2002). Assumes the
+  shift is in the class proportions only (p(x | y) unchanged) and reasonably calibrated source probabilities.
+  No selection criterion here sees the correction (it is applied after the checkpoint is chosen).
+- ``self-training``: pseudo-labelling rounds (Lee 2013; Zou et al. 2018 for the confidence selection). The previous
+  round's model labels the target; predictions at or above ``threshold`` join the source as labelled data for a
+  fresh model. Assumes the source model's confident target predictions are mostly right.
+
+The backbone does not train: its features are extracted once (and cached), so every method, hyperparameter and
+seed trains in seconds on a CPU. The adapter is saved as an ``MLPHead`` (standardisation folded in), so
+``predict`` needs nothing new.
+
+Model selection never sees a target label. ``select="dev"`` (default) is Deep Embedded Validation (You et al.,
+ICML 2019): the source-validation loss weighted by p(target | x) / p(source | x) from a domain classifier on the
+backbone features, with its control variate, lower is better (the paper fits the classifier on each candidate's
+own features; here it is one classifier on the frozen features, shared by every candidate). ``"im"`` is the
+information-maximisation score on the unlabelled target, H(mean prediction) - mean H(prediction) (Shi & Sha 2012;
+Liang et al. 2020), higher is better; ``"source-val"`` is plain source-validation accuracy. The criterion picks the
+epoch, the hyperparameter from each method's small grid and, in ``adapt``, the recommended method (a tie, as
+between source-only and a method the criterion cannot see, goes to source-only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import TransferkitError
+from .heads import MLPHead, _moments, fold_standardisation
+
+METHODS = ("source-only", "dann", "coral", "adabn", "label-shift", "self-training")
+SELECTIONS = ("dev", "im", "source-val")
+GRIDS: dict[str, tuple[float, ...]] = {
+    "source-only": (0.0,),
+    "dann": (0.3, 1.0, 3.0),
+    "coral": (1e2, 1e3, 1e4),  # the loss is divided by 4 h^2 (h = 256): small in absolute terms
+    "adabn": (0.0,),
+    "label-shift": (0.0,),
+    "self-training": (0.9, 0.7),
+}
+"""Each method's hyperparameter grid: the DANN and CORAL weight, the self-training confidence threshold."""
+
+
+@dataclass
+class AdaptSettings:
+    """Options of the adapter and its training."""
+
+    hidden: int = 256
+    """Width of the adapted feature."""
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    """Source rows per step; DANN and CORAL draw as many target rows."""
+    epochs: int = 30
+    """Passes over the source (plus pseudo-labels); every epoch is a candidate checkpoint."""
+    rounds: int = 3
+    """Self-training rounds."""
+    grid: tuple[float, ...] | None = None
+    """The method's hyperparameter values to try (None: ``GRIDS[method]``)."""
+
+
+@dataclass
+class Trial:
+    """The checkpoint a method chose: its hyperparameters, epoch, criterion value and weights."""
+
+    method: str
+    params: dict[str, float]
+    epoch: int
+    criterion: float
+    source_val_accuracy: float
+    state: dict[str, torch.Tensor] = field(repr=False)
+    mean: np.ndarray | None = field(default=None, repr=False)
+    """Source-training moments the state expects its inputs standardised with."""
+    std: np.ndarray | None = field(default=None, repr=False)
+    target_mean: np.ndarray | None = field(default=None, repr=False)
+    """Moments target inputs are standardised with, when not the source's (adabn)."""
+    target_std: np.ndarray | None = field(default=None, repr=False)
+    target_prior: np.ndarray | None = field(default=None, repr=False)
+    """label-shift: the target class proportions EM estimated (the logits move by log(target / source prior))."""
+    source_prior: np.ndarray | None = field(default=None, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        out = {"method": self.method, **self.params, "epoch": self.epoch, "criterion": self.criterion,
+               "source_val_accuracy": self.source_val_accuracy}
+        if self.target_prior is not None:
+            out["target_prior"] = [round(float(p), 4) for p in self.target_prior]
+        return out
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.lam * grad, None
+
+
+def grad_reverse(x: torch.Tensor, lam: float) -> torch.Tensor:
+    """Identity forward; the gradient times -lam backward."""
+    return _GradReverse.apply(x, lam)
+
+
+def coral_loss(fs: torch.Tensor, ft: torch.Tensor) -> torch.Tensor:
+    """||C_s - C_t||_F^2 / (4 d^2) between the (unbiased) feature covariances of two batches."""
+    d = fs.shape[1]
+
+    def cov(x: torch.Tensor) -> torch.Tensor:
+        xc = x - x.mean(0, keepdim=True)
+        return xc.T @ xc / max(len(x) - 1, 1)
+
+    return ((cov(fs) - cov(ft)) ** 2).sum() / (4 * d * d)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, None))).sum(-1)
+
+
+def information_maximisation(probs: np.ndarray) -> float:
+    """H(mean prediction) - mean H(prediction), divided by log(classes): high when predictions are confident and
+    spread over the classes."""
+    c = probs.shape[1]
+    return float((_entropy(probs.mean(0)) - _entropy(probs).mean()) / math.log(c))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _domain_classifier(xs: np.ndarray, xt: np.ndarray, seed: int, c: float = 1.0) -> Any:
+    """Standardised logistic regression source (0) vs target (1), classes balanced."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([xs, xt]).astype(np.float64)
+    y = np.concatenate([np.zeros(len(xs)), np.ones(len(xt))])
+    clf = make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, max_iter=2000, class_weight="balanced", random_state=seed)
+    )
+    return clf.fit(x, y)
+
+
+def effective_sample_size(w: np.ndarray) -> float:
+    """(sum w)^2 / sum w^2: how many equally weighted rows the weights are worth."""
+    return float(w.sum() ** 2 / max(float((w * w).sum()), 1e-300))
+
+
+def importance_weights(
+    xs_train: np.ndarray, xt: np.ndarray, xs_val: np.ndarray, seed: int = 0, min_ess: float = 0.2
+) -> np.ndarray:
+    """Weights for the source-validation rows towards the target: (p(target | x) / p(source | x))^tau from a linear
+    domain classifier (domains weighted equally), divided by their mean and clipped at 20.
+
+    When the domains are almost separable the raw ratios put all the weight on a handful of rows; the exponent tau
+    (flattened importance weighting, Shimodaira 2000) is the largest of 1, 1/2, 1/4, ... that keeps the effective
+    sample size at ``min_ess`` of the rows or more (tau = 0: plain source validation).
+    """
+    clf = _domain_classifier(xs_train, xt, seed, c=0.1)
+    p = np.clip(clf.predict_proba(xs_val.astype(np.float64))[:, 1], 1e-6, 1 - 1e-6)
+    log_ratio = np.log(p) - np.log1p(-p)
+    for tau in (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0):
+        z = tau * log_ratio
+        w = np.minimum(np.exp(z - z.max()) / np.exp(z - z.max()).mean(), 20.0)
+        if effective_sample_size(w) >= min_ess * len(w):
+            return w
+    return np.ones(len(p))
+
+
+def dev_risk(losses: np.ndarray, weights: np.ndarray) -> float:
+    """Deep Embedded Validation: mean(w l) + eta mean(w) - eta, eta = -Cov(w l, w) / Var(w) (lower is better)."""
+    wl = weights * losses
+    var = float(np.var(weights, ddof=1)) if len(weights) > 1 else 0.0
+    eta = -float(np.cov(wl, weights)[0, 1]) / var if var > 1e-12 else 0.0
+    return float(wl.mean() + eta * weights.mean() - eta)
+
+
+class Selector:
+    """Scores a checkpoint without target labels; higher is better (DEV's risk is negated)."""
+
+    def __init__(self, kind: str, xv: torch.Tensor, yv: torch.Tensor, xt: torch.Tensor,
+                 weights: np.ndarray | None = None) -> None:
+        if kind not in SELECTIONS:
+            raise TransferkitError(f"select={kind!r} is not one of {', '.join(SELECTIONS)}.")
+        if kind == "dev" and weights is None:
+            raise ValueError("dev selection needs importance weights")
+        self.kind, self.xv, self.yv, self.xt, self.weights = kind, xv, yv, xt, weights
+
+    def score(self, net: nn.Module) -> tuple[float, float]:
+        """(criterion, source-validation accuracy) of ``net`` in eval mode."""
+        with torch.no_grad():
+            logits = net(self.xv)
+            acc = float((logits.argmax(1) == self.yv).float().mean())
+            if self.kind == "source-val":
+                return acc, acc
+            if self.kind == "dev":
+                losses = nn.functional.cross_entropy(logits, self.yv, reduction="none").numpy()
+                assert self.weights is not None
+                return -dev_risk(losses, self.weights), acc
+            probs = torch.softmax(net(self.xt), 1).numpy()
+        return information_maximisation(probs), acc
+
+
+def _train(
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    xt: torch.Tensor,
+    method: str,
+    weight: float,
+    settings: AdaptSettings,
+    selector: Selector,
+    num_classes: int,
+    seed: int,
+) -> Trial:
+    """Train one adapter; every epoch is scored by ``selector`` and the best is kept."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = MLPHead(xs.shape[1], num_classes, settings.hidden, settings.dropout)
+    params = list(net.parameters())
+    disc = None
+    if method == "dann":
+        disc = nn.Sequential(nn.Linear(settings.hidden, 256), nn.ReLU(), nn.Linear(256, 1))
+        params += list(disc.parameters())
+    opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    bs = settings.batch_size
+    steps = math.ceil(len(xs) / bs)
+    total = settings.epochs * steps
+    best: Trial | None = None
+    for epoch in range(settings.epochs):
+        net.train()
+        for b, idx in enumerate(torch.randperm(len(xs), generator=gen).split(bs)):
+            fs = net[1](net[0](xs[idx]))
+            loss = nn.functional.cross_entropy(net[3](net[2](fs)), ys[idx])
+            if method in ("dann", "coral"):
+                ft = net[1](net[0](xt[torch.randint(len(xt), (bs,), generator=gen)]))
+                if method == "coral":
+                    loss = loss + weight * coral_loss(fs, ft)
+                else:
+                    assert disc is not None
+                    p = (epoch * steps + b) / total
+                    lam = weight * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+                    d_out = disc(grad_reverse(torch.cat([fs, ft]), lam)).squeeze(1)
+                    d_y = torch.cat([torch.zeros(len(fs)), torch.ones(len(ft))])
+                    loss = loss + nn.functional.binary_cross_entropy_with_logits(d_out, d_y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.eval()
+        crit, acc = selector.score(net)
+        if best is None or crit > best.criterion:
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best = Trial(method, {}, epoch + 1, crit, acc, state)
+    assert best is not None
+    return best
+
+
+def _net(state: dict[str, torch.Tensor], d: int, num_classes: int, settings: AdaptSettings) -> MLPHead:
+    net = MLPHead(d, num_classes, settings.hidden, settings.dropout)
+    net.load_state_dict(state)
+    return net.eval()
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside: an adapter's matmuls are too small to gain from more, and on a shared
+    machine waiting threads cost far more than they save."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@one_thread()
+def train_method(
+    method: str,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    xv: np.ndarray,
+    yv: np.ndarray,
+    xt: np.ndarray,
+    num_classes: int,
+    *,
+    select: str = "dev",
+    settings: AdaptSettings | None = None,
+    seed: int = 0,
+    weights: np.ndarray | None = None,
+    source_only: Trial | None = None,
+) -> Trial:
+    """The checkpoint ``method`` reaches on source train (xs, ys) and unlabelled target xt, chosen by ``select``
+    over its grid and epochs (and self-training rounds), with no target label anywhere.
+
+    Inputs are raw backbone features; they are standardised with the source-training moments inside, and the
+    returned state expects standardised inputs (``to_head`` folds it). ``weights``: DEV importance weights of the
+    validation rows (computed when None). ``source_only``: the baseline checkpoint self-training starts from.
+    """
+    if method not in METHODS:
+        raise TransferkitError(f"Unknown adaptation method {method!r}; choose from {', '.join(METHODS)}.")
+    settings = settings or AdaptSettings()
+    if select == "dev" and weights is None:
+        weights = importance_weights(xs, xt, xv, seed)
+    mean, std = _moments(xs)
+    t_mean, t_std = _moments(xt) if method == "adabn" else (mean, std)
+
+    def tensor(x: np.ndarray, m: np.ndarray = mean, s: np.ndarray = std) -> torch.Tensor:
+        return torch.from_numpy(((x - m) / s).astype(np.float32))
+
+    ts, tv, tt = tensor(xs), tensor(xv), tensor(xt, t_mean, t_std)
+    ys_t, yv_t = torch.from_numpy(ys).long(), torch.from_numpy(yv).long()
+    selector = Selector(select, tv, yv_t, tt, weights)
+    grid = settings.grid or GRIDS[method]
+    trials: list[Trial] = []
+    if method != "self-training":
+        for value in grid:
+            trial = _train(ts, ys_t, tt, method, value, settings, selector, num_classes, seed)
+            trial.params = {} if method in ("source-only", "adabn", "label-shift") else {"weight": value}
+            trials.append(trial)
+    else:
+        base = source_only or train_method("source-only", xs, ys, xv, yv, xt, num_classes, select=select,
+                                           settings=settings, seed=seed, weights=weights)
+        for threshold in grid:
+            teacher = base
+            for r in range(1, settings.rounds + 1):
+                with torch.no_grad():
+                    probs = torch.softmax(_net(teacher.state, xs.shape[1], num_classes, settings)(tt), 1)
+                conf, pseudo = probs.max(1)
+                keep = torch.nonzero(conf >= threshold).squeeze(1)
+                if len(keep) == 0:
+                    break
+                x_aug, y_aug = torch.cat([ts, tt[keep]]), torch.cat([ys_t, pseudo[keep]])
+                trial = _train(x_aug, y_aug, tt, "self-training", 0.0, settings, selector, num_classes, seed + r)
+                trial.params = {"threshold": threshold, "round": float(r), "pseudo_labels": float(len(keep))}
+                trials.append(trial)
+                teacher = trial
+        if not trials:  # nothing reached the threshold: self-training leaves the source-only model
+            trials.append(Trial("self-training", {"threshold": grid[-1], "round": 0.0, "pseudo_labels": 0.0},
+                                base.epoch, base.criterion, base.source_val_accuracy, base.state))
+    best = max(trials, key=lambda t: t.criterion)
+    best.method, best.mean, best.std = method, mean, std
+    if method == "adabn":
+        best.target_mean, best.target_std = t_mean, t_std
+    if method == "label-shift":
+        with torch.no_grad():
+            probs = torch.softmax(_net(best.state, xs.shape[1], num_classes, settings)(tt), 1).double().numpy()
+        best.source_prior = np.bincount(ys, minlength=num_classes) / len(ys)
+        best.target_prior = em_target_prior(probs, best.source_prior)
+    return best
+
+
+def em_target_prior(probs: np.ndarray, source_prior: np.ndarray, iters: int = 200, tol: float = 1e-7) -> np.ndarray:
+    """Target class proportions by EM (Saerens et al. 2002) from a source classifier's target probabilities."""
+    prior = source_prior.astype(np.float64).copy()
+    base = np.maximum(source_prior, 1e-12)
+    for _ in range(iters):
+        q = probs * (prior / base)
+        q /= q.sum(1, keepdims=True)
+        new = q.mean(0)
+        if np.abs(new - prior).max() < tol:
+            return new
+        prior = new
+    return prior
+
+
+def to_head(trial: Trial, settings: AdaptSettings | None = None, domain: str = "target") -> MLPHead:
+    """The trial's adapter as an ``MLPHead`` on raw backbone features of ``domain`` (its standardisation folded
+    in: the target's own moments for adabn, the source's otherwise; label-shift's prior correction on the target)."""
+    settings = settings or AdaptSettings()
+    mean, std = trial.mean, trial.std
+    if domain == "target" and trial.target_mean is not None:
+        mean, std = trial.target_mean, trial.target_std
+    if mean is None or std is None:
+        raise ValueError("the trial has no standardisation moments")
+    head = _net(trial.state, len(mean), trial.state["3.weight"].shape[0], settings)
+    fold_standardisation(head[0], torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+    if domain == "target" and trial.target_prior is not None and trial.source_prior is not None:
+        shift = np.log(np.maximum(trial.target_prior, 1e-12)) - np.log(np.maximum(trial.source_prior, 1e-12))
+        with torch.no_grad():
+            head[3].bias.add_(torch.from_numpy(shift).float())
+    return head
+
+
+def predict_logits(head: nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return head.eval()(torch.from_numpy(x.astype(np.float32))).numpy()
+
+
+def proxy_a_distance(xs: np.ndarray, xt: np.ndarray, seed: int = 0, max_per_domain: int = 1000) -> tuple[float, float]:
+    """(proxy A-distance 2 (1 - 2 err), err): err is the 2-fold cross-validated error of a linear domain classifier
+    on balanced subsamples (Ben-David et al. 2007; Ganin et al. 2016). 0: indistinguishable; 2: fully separable."""
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(seed)
+    n = min(len(xs), len(xt), max_per_domain)
+    a, b = xs[rng.choice(len(xs), n, replace=False)], xt[rng.choice(len(xt), n, replace=False)]
+    x, y = np.concatenate([a, b]), np.concatenate([np.zeros(n), np.ones(n)])
+    wrong = 0
+    for tr, te in StratifiedKFold(2, shuffle=True, random_state=seed).split(x, y):
+        clf = _domain_classifier(x[tr][y[tr] == 0], x[tr][y[tr] == 1], seed)
+        wrong += int((clf.predict(x[te].astype(np.float64)) != y[te]).sum())
+    err = wrong / len(y)
+    return float(np.clip(2 * (1 - 2 * err), 0.0, 2.0)), float(err)
+
+
+def mmd(xs: np.ndarray, xt: np.ndarray, seed: int = 0, max_per_domain: int = 500,
+        permutations: int = 200) -> tuple[float, float]:
+    """(unbiased MMD^2 with a Gaussian kernel at the median pairwise distance, permutation p-value) on standardised
+    features (Gretton et al., JMLR 2012)."""
+    rng = np.random.default_rng(seed)
+    a = xs[rng.choice(len(xs), min(len(xs), max_per_domain), replace=False)].astype(np.float64)
+    b = xt[rng.choice(len(xt), min(len(xt), max_per_domain), replace=False)].astype(np.float64)
+    z = np.concatenate([a, b])
+    mean, std = _moments(z)
+    z = (z - mean) / std
+    sq = (z * z).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0.0)
+    med = float(np.median(d2[np.triu_indices(len(z), 1)]))
+    k = np.exp(-d2 / max(med, 1e-12))
+    np.fill_diagonal(k, 0.0)
+    n, m = len(a), len(b)
+
+    def stat(is_a: np.ndarray) -> float:
+        ia, ib = np.flatnonzero(is_a), np.flatnonzero(~is_a)
+        return float(k[np.ix_(ia, ia)].sum() / (n * (n - 1)) + k[np.ix_(ib, ib)].sum() / (m * (m - 1))
+                     - 2 * k[np.ix_(ia, ib)].sum() / (n * m))
+
+    labels = np.arange(n + m) < n
+    observed = stat(labels)
+    exceed = sum(stat(rng.permutation(labels)) >= observed for _ in range(permutations))
+    return observed, (exceed + 1) / (permutations + 1)
+
+
+def shift_words(pad: float, mmd_p: float) -> str:
+    """The diagnostic in plain words."""
+    if pad >= 1.5:
+        return (f"Large shift: a linear classifier tells source from target features apart almost every time "
+                f"(proxy A-distance {pad:.2f} of 2). Expect the source-only model to lose accuracy on the target; "
+                f"adaptation can help, but it can also hurt (negative transfer) when the label proportions or the "
+                f"meaning of the classes differ: check the adapted model on a few labelled target items.")
+    if pad >= 0.5 or mmd_p < 0.01:
+        return (f"Moderate shift (proxy A-distance {pad:.2f} of 2, MMD permutation p = {mmd_p:.3f}): adaptation may "
+                f"help a little; compare it with the source-only model.")
+    return (f"Small shift (proxy A-distance {pad:.2f} of 2, MMD permutation p = {mmd_p:.3f}): the source-only model "
+            f"should transfer as it is; adaptation has little to fix.")
+
+
+def shift_diagnostic(xs: np.ndarray, xt: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Proxy A-distance and MMD between source and target features, with their reading in words."""
+    pad, err = proxy_a_distance(xs, xt, seed)
+    m2, p = mmd(xs, xt, seed)
+    return {"proxy_a_distance": pad, "domain_error": err, "mmd2": m2, "mmd_p": p, "words": shift_words(pad, p),
+            "large": pad >= 1.5}
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """The requested adaptation methods, validated (source-only is always run as the baseline)."""
+    out = []
+    for m in methods:
+        m = m.strip()
+        if m not in METHODS or m == "source-only":
+            raise TransferkitError(
+                f"Unknown adaptation method {m!r}; choose from {', '.join(METHODS[1:])} (source-only always runs)."
+            )
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise TransferkitError("Name at least one adaptation method: dann, coral, adabn, label-shift or self-training.")
+    return out

@@ -1,0 +1,310 @@
+"""``adapt``: labelled source, unlabelled target, over seeds: the shift diagnostic, the source-only baseline and each
+adaptation method, chosen without target labels; target labels, when given, only score the result.
+
+The target-test labels enter in one place, ``AdaptResult.score_target``, after every model has been trained and
+selected; training and selection receive target features only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .adaptation import (
+    SELECTIONS,
+    AdaptSettings,
+    Trial,
+    check_methods,
+    importance_weights,
+    predict_logits,
+    shift_diagnostic,
+    to_head,
+    train_method,
+)
+from .data import load_data, make_splits
+from .data.dataset import Dataset
+from .errors import DataError, TransferkitError
+from .evaluation import mean_ci, verdict
+
+
+@dataclass
+class AdaptResult:
+    """Diagnostic, per-seed chosen checkpoints and predictions, and (with target labels) target accuracy."""
+
+    source: str
+    target: str
+    backbone: str
+    methods: list[str]
+    select: str
+    classes: list[str]
+    diagnostic: dict[str, Any] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    target_predictions: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)
+    target_accuracy: dict[str, list[float]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+    out: Path | None = None
+
+    @property
+    def all_methods(self) -> list[str]:
+        return ["source-only", *self.methods]
+
+    def score_target(self, labels: np.ndarray) -> None:
+        """Target-test accuracy of every method on every seed, from the stored predictions."""
+        self.target_accuracy = {
+            m: [float((p[m] == labels).mean()) for p in self.target_predictions] for m in self.all_methods
+        }
+
+    def criterion(self, method: str) -> float:
+        return float(np.mean([r["methods"][method]["criterion"] for r in self.runs]))
+
+    def recommended(self) -> str:
+        """The method whose chosen checkpoints score best on the label-free criterion (mean over seeds)."""
+        return max(self.all_methods, key=self.criterion)
+
+    def verdict_line(self, method: str) -> str:
+        v = verdict(self.target_accuracy[method], self.target_accuracy["source-only"])
+        return v.phrase(method, "source-only")
+
+    def summary(self) -> list[dict[str, Any]]:
+        rows = []
+        for m in self.all_methods:
+            src = [r["methods"][m]["source_test_accuracy"] for r in self.runs]
+            row: dict[str, Any] = {"method": m, "source_test_accuracy": float(np.mean(src)),
+                                   "criterion": self.criterion(m),
+                                   "chosen": [_chosen(r["methods"][m]) for r in self.runs]}
+            if self.target_accuracy:
+                mean, lo, hi = mean_ci(self.target_accuracy[m])
+                row.update(target_accuracy=mean, low=max(lo, 0.0), high=min(hi, 1.0))
+                if m != "source-only":
+                    row["verdict"] = self.verdict_line(m)
+            rows.append(row)
+        return rows
+
+    def table(self) -> str:
+        has_t = bool(self.target_accuracy)
+        head = "| method | source test % |" + (" target test % (mean [95% CI]) |" if has_t else "")
+        head += f" criterion ({self.select}) | chosen (seed 0) |"
+        lines = [head, "|" + "---|" * head.count(" |")]
+        for r in self.summary():
+            t = f" {100 * r['target_accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] |" if has_t else ""
+            lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {r['criterion']:.4f} | "
+                         f"{r['chosen'][0]} |")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "target": self.target, "backbone": self.backbone, "methods": self.methods,
+            "select": self.select, "classes": self.classes, "diagnostic": self.diagnostic, "runs": self.runs,
+            "summary": self.summary(), "recommended": self.recommended(), "target_accuracy": self.target_accuracy,
+            "sizes": self.sizes, "timings_s": self.timings,
+        }
+
+
+def _chosen(m: dict[str, Any]) -> str:
+    params = ", ".join(f"{k} {v:g}" for k, v in m["params"].items())
+    return f"epoch {m['epoch']}" + (f", {params}" if params else "")
+
+
+def _target_labels(test: Dataset, classes: list[str]) -> np.ndarray:
+    unknown = sorted(set(test.labels) - set(classes))
+    if unknown:
+        raise DataError(f"The target test data has labels the source lacks: {', '.join(map(str, unknown))}; "
+                        f"the source classes are {', '.join(classes)}.")
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[label] for label in test.labels])
+
+
+def adapt(
+    source: Any,
+    target: Any,
+    target_test: Any = None,
+    *,
+    backbone: str | None = None,
+    methods: tuple[str, ...] | list[str] = ("dann", "coral", "adabn", "label-shift", "self-training"),
+    select: str = "dev",
+    seeds: int = 3,
+    epochs: int = 30,
+    settings: AdaptSettings | None = None,
+    per_class: int | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    max_test: int | None = None,
+    max_target: int | None = None,
+    text_column: str | None = None,
+    label_column: str = "label",
+    image_column: str | None = None,
+    target_column: str | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    out: str | Path | None = None,
+) -> AdaptResult:
+    """Adapt a model trained on labelled ``source`` to the unlabelled ``target`` with each of ``methods``.
+
+    ``source``: anything ``fit`` takes. ``target``: unlabelled inputs (a folder, a CSV/JSONL file with
+    ``target_column``, a built-in name or Dataset whose labels are ignored, a list). ``target_test``: labelled
+    target data, used only to report target accuracy after training and selection. The backbone is frozen (its
+    features are cached); each method trains an adapter on them per seed, its epoch and hyperparameter chosen by
+    ``select`` (see ``transferkit.adaptation``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``,
+    the seed-0 model of the method the label-free criterion recommends.
+    """
+    from .api import DEFAULT_BACKBONES
+    from .backbones import create_backbone
+    from .data.sources import load_unlabelled
+    from .features import extract_features
+    from .model import TransferModel
+
+    chosen_methods = check_methods(methods)
+    if select not in SELECTIONS:
+        raise TransferkitError(f"select={select!r} is not one of {', '.join(SELECTIONS)}.")
+    if epochs < 1:
+        raise TransferkitError(f"epochs must be at least 1, got {epochs}.")
+    if seeds < 1:
+        raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
+    settings = settings or AdaptSettings(epochs=epochs)
+    ds = load_data(source, text_column=text_column, label_column=label_column, image_column=image_column)
+    items = load_unlabelled(target, ds.modality, target_column or text_column or image_column)
+    if len(items) < 10:
+        raise DataError(f"The unlabelled target holds {len(items)} inputs; adaptation needs at least 10.")
+    if max_target is not None and len(items) > max_target:
+        keep = np.sort(np.random.default_rng(0).choice(len(items), max_target, replace=False))
+        items = [items[int(i)] for i in keep]
+    test_ds = None
+    if target_test is not None:
+        test_ds = load_data(target_test, text_column=text_column, label_column=label_column,
+                            image_column=image_column)
+        if test_ds.modality != ds.modality:
+            raise DataError(f"The target test data holds {test_ds.modality}s; the source holds {ds.modality}s.")
+        _target_labels(test_ds, ds.classes)  # fail early on unknown classes; the labels are read again at the end
+    spec = backbone or DEFAULT_BACKBONES[ds.modality]
+    bb = create_backbone(spec)
+    res = AdaptResult(_name(source, ds.name), _name(target, "target"), spec, chosen_methods, select, ds.classes,
+                      out=Path(out) if out else None)
+    cache = Path(cache_dir) if cache_dir else None
+    t0 = time.perf_counter()
+    splits = [make_splits(ds, seed=s, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
+              for s in range(seeds)]
+    used = np.unique(np.concatenate([np.concatenate([sp.train, sp.val, sp.test]) for sp in splits]))
+    feats = dict(cache_dir=cache, use_cache=use_cache, progress=progress)
+    xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
+    pos = {int(i): k for k, i in enumerate(used)}
+    # the unlabelled target carries placeholder labels: the feature cache keys on them, nothing else reads them
+    pool = Dataset(np.asarray(items) if ds.modality == "image" else items,
+                   [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality, name=f"{res.target}")
+    xt, _ = extract_features(bb, pool, range(len(pool)), description="target features", **feats)
+    x_test = None
+    if test_ds is not None:
+        x_test, _ = extract_features(bb, test_ds, range(len(test_ds)), description="target test features", **feats)
+    res.timings["features"] = time.perf_counter() - t0
+    res.sizes = {"source": len(ds), "target_unlabelled": len(items), "target_test": len(test_ds or [])}
+
+    def rows(idx: np.ndarray) -> np.ndarray:
+        return xs_all[[pos[int(i)] for i in idx]]
+
+    t0 = time.perf_counter()
+    res.diagnostic = shift_diagnostic(rows(splits[0].train), xt, seed=0)
+    res.timings["diagnostic"] = time.perf_counter() - t0
+    heads: dict[str, Any] = {}
+    y = ds.targets
+    for seed, sp in enumerate(splits):
+        xs, ys, xv, yv = rows(sp.train), y[sp.train], rows(sp.val), y[sp.val]
+        weights = importance_weights(xs, xt, xv, seed) if select == "dev" else None
+        run: dict[str, Any] = {"seed": seed, "methods": {}}
+        preds: dict[str, np.ndarray] = {}
+        base: Trial | None = None
+        for method in res.all_methods:
+            t1 = time.perf_counter()
+            trial = train_method(method, xs, ys, xv, yv, xt, len(ds.classes), select=select, settings=settings,
+                                 seed=seed, weights=weights, source_only=base)
+            if method == "source-only":
+                base = trial
+            head = to_head(trial, settings)
+            src_pred = predict_logits(to_head(trial, settings, domain="source"), rows(sp.test)).argmax(1)
+            run["methods"][method] = {
+                **trial.describe(), "params": trial.params,
+                "source_test_accuracy": float((src_pred == y[sp.test]).mean()),
+                "seconds": time.perf_counter() - t1,
+            }
+            if x_test is not None:
+                preds[method] = predict_logits(head, x_test).argmax(1)
+            if seed == 0:
+                heads[method] = head
+        res.runs.append(run)
+        res.target_predictions.append(preds)
+    res.timings["train"] = time.perf_counter() - t0 - res.timings["diagnostic"]
+    best = res.recommended()
+    res.model = TransferModel(bb, heads[best], ds.classes)
+    if test_ds is not None:  # the only place target labels are read
+        res.score_target(_target_labels(test_ds, ds.classes))
+    if out is not None:
+        write_adapt(res, Path(out))
+    return res
+
+
+def _name(data: Any, default: str) -> str:
+    if isinstance(data, Dataset):
+        return data.name
+    if isinstance(data, str | Path):
+        return str(data)
+    return default
+
+
+def write_adapt(res: AdaptResult, out: Path) -> None:
+    """``adapt.json``, ``report.md`` and the recommended method's seed-0 model in ``out/model``."""
+    out.mkdir(parents=True, exist_ok=True)
+    res.model.save(out / "model")
+    (out / "adapt.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
+    d = res.diagnostic
+    text = [
+        f"# transferkit adapt: {res.source} -> {res.target}",
+        "",
+        f"- backbone `{res.backbone}` (frozen; adapters train on its features), {len(res.runs)} seeds, "
+        f"selection `{res.select}` (no target labels)",
+        f"- shift: proxy A-distance {d['proxy_a_distance']:.2f} (domain classifier error {d['domain_error']:.3f}), "
+        f"MMD^2 {d['mmd2']:.4f} (permutation p = {d['mmd_p']:.3f})",
+        f"- {d['words']}",
+        "",
+        res.table(),
+        "",
+        *[f"- {r['verdict']}" for r in res.summary() if "verdict" in r],
+        f"- recommended without target labels: **{res.recommended()}** (best mean criterion); saved to `model/`",
+        "",
+    ]
+    if not res.target_accuracy:
+        text.insert(-1, "- no labelled target test data was given: target accuracy is unknown")
+    (out / "report.md").write_text("\n".join(text))
+
+
+def print_adapt(res: AdaptResult) -> None:
+    """Rich table of the comparison, the diagnostic and the verdicts on the console."""
+    from rich.table import Table
+
+    from .progress import out_console as console
+
+    d = res.diagnostic
+    console.print(f"Shift diagnostic: proxy A-distance {d['proxy_a_distance']:.2f} of 2, MMD^2 {d['mmd2']:.4f} "
+                  f"(p = {d['mmd_p']:.3f})")
+    console.print(d["words"])
+    table = Table(title=f"{res.source} -> {res.target} ({res.backbone}, {len(res.runs)} seeds)")
+    cols = ["method", "source test"] + (["target test", "95% CI"] if res.target_accuracy else [])
+    for col in [*cols, f"criterion ({res.select})", "chosen (seed 0)"]:
+        table.add_column(col, justify="left" if col in ("method", "chosen (seed 0)") else "right")
+    for r in res.summary():
+        cells = [r["method"], f"{r['source_test_accuracy']:.2%}"]
+        if res.target_accuracy:
+            cells += [f"{r['target_accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]"]
+        table.add_row(*cells, f"{r['criterion']:.4f}", r["chosen"][0])
+    console.print(table)
+    for r in res.summary():
+        if "verdict" in r:
+            console.print(r["verdict"])
+    if not res.target_accuracy:
+        console.print("No labelled target test data: target accuracy is unknown (pass --target-test to measure it).")
+    console.print(f"Recommended without target labels: {res.recommended()}")
