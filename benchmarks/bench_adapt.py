@@ -1,4 +1,4 @@
-"""Domain adaptation on the shift pairs of ``domain_pairs.py``: the shift diagnostic, then source-only vs DANN,
+"""Domain adaptation on the shift pairs of ``transferkit.data.shifts``: the shift diagnostic, then source-only vs DANN,
 Deep CORAL and self-training on the target test set (mean and 95 % CI over seeds, paired verdicts), each chosen
 without target labels; and which method the label-free criterion would have recommended.
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import transferkit
-from domain_pairs import PAIRS
+from transferkit.data.shifts import PAIRS
 from transferkit.fastpath import cpu_name
 
 BACKBONES = {"text": "pack:minilm-l6", "image": "pack:efficientnet-lite0"}

@@ -349,3 +349,16 @@ def test_label_shift_moves_only_the_target_logits():
     shift = to_head(trial)[3].bias - to_head(trial, domain="source")[3].bias
     expected = np.log(trial.target_prior) - np.log(trial.source_prior)
     assert np.allclose(shift.detach().numpy(), expected, atol=1e-5)
+
+
+def test_shift_images_is_seeded_and_changes_the_domain():
+    from transferkit.data.shifts import AIRLINE, shift_images
+
+    x = np.zeros((4, 28, 28), dtype=np.uint8)
+    x[:, 8:20, 8:20] = 200  # a bright garment on black
+    a, b = shift_images(x, seed=3), shift_images(x, seed=3)
+    assert a.shape == (4, 28, 28, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, shift_images(x, seed=4))
+    garment, background = a[:, 10:18, 10:18].mean(), a[:, :4, :4].std()
+    assert garment < 120 and background > 0  # inverted garment, textured photo behind it
+    assert AIRLINE.search("@united my flight was late") and not AIRLINE.search("self-driving cars, no thanks")
