@@ -242,6 +242,8 @@ def test_fit_with_the_adapt_strategy(timm_dir, cache_dir):
                           scratch=False, cache_dir=cache_dir, progress=False)
     info = res.record["strategy_info"]
     assert info["method"] == "self-training" and info["select"] == "dev" and info["target_items"] == len(tgt)
+    assert res.record["config"]["target"] == f"<list of {len(tgt)} items>"  # run.json keeps the size, not the data
+    json.dumps(res.record)
 
 
 def test_cli_adapt_on_texts(bert_dir, tmp_path):

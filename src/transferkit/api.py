@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .backbones import create_backbone
 from .data import load_data, make_splits
@@ -177,6 +179,15 @@ def fit(
     return fit_result
 
 
+def _summarise(value: Any) -> Any:
+    """A config value as run.json keeps it: in-memory data (a Dataset, a long list of inputs) by its size only."""
+    if isinstance(value, Dataset):
+        return f"<Dataset {value.name}: {len(value)} items>"
+    if isinstance(value, list | tuple | np.ndarray) and len(value) > 20:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return value
+
+
 def _record(
     ds: Dataset,
     splits: Splits,
@@ -209,7 +220,7 @@ def _record(
         },
         "backbone": spec,
         "strategy": strategy,
-        "config": asdict(config),
+        "config": {k: _summarise(v) for k, v in asdict(config).items()},
         "seed": seed,
         "metrics": metrics,
         "strategy_info": info,
