@@ -20,9 +20,10 @@ Linear(h, classes)); the ReLU output is the adapted feature that the methods ali
   "Adjusting the Outputs of a Classifier to New a Priori Probabilities", Neural Computation 2002). Assumes the
   shift is in the class proportions only (p(x | y) unchanged) and reasonably calibrated source probabilities.
   No selection criterion here sees the correction (it is applied after the checkpoint is chosen).
-- ``self-training``: pseudo-labelling rounds (Lee 2013; Zou et al. 2018 for the confidence selection). The previous
-  round's model labels the target; predictions at or above ``threshold`` join the source as labelled data for a
-  fresh model. Assumes the source model's confident target predictions are mostly right.
+- ``self-training``: pseudo-labelling rounds (Lee, "Pseudo-Label", ICML workshops 2013). The previous round's model
+  labels the target; predictions at or above one global confidence ``threshold`` join the source as labelled data
+  for a fresh model (no per-class balancing, so easy or frequent classes gather more pseudo-labels). Assumes the
+  source model's confident target predictions are mostly right.
 
 The backbone does not train: its features are extracted once (and cached), so every method, hyperparameter and
 seed trains in seconds on a CPU. The adapter is saved as an ``MLPHead`` (standardisation folded in), so
@@ -31,11 +32,13 @@ seed trains in seconds on a CPU. The adapter is saved as an ``MLPHead`` (standar
 Model selection never sees a target label. ``select="dev"`` (default) is Deep Embedded Validation (You et al.,
 ICML 2019): the source-validation loss weighted by p(target | x) / p(source | x) from a domain classifier on the
 backbone features, with its control variate, lower is better (the paper fits the classifier on each candidate's
-own features; here it is one classifier on the frozen features, shared by every candidate). ``"im"`` is the
+own features; here it is one classifier on the frozen features, shared by every candidate; the weights are
+flattened when they would rest on a handful of rows, see ``importance_weights``). ``"im"`` is the
 information-maximisation score on the unlabelled target, H(mean prediction) - mean H(prediction) (Shi & Sha 2012;
 Liang et al. 2020), higher is better; ``"source-val"`` is plain source-validation accuracy. The criterion picks the
-epoch, the hyperparameter from each method's small grid and, in ``adapt``, the recommended method (a tie, as
-between source-only and a method the criterion cannot see, goes to source-only).
+epoch, the hyperparameter from each method's small grid and, in ``adapt``, the recommended method among those the
+criterion can see (``BLIND``: adabn and label-shift change only the target side, after or outside what DEV and
+source validation measure).
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ GRIDS: dict[str, tuple[float, ...]] = {
     "self-training": (0.9, 0.7),
 }
 """Each method's hyperparameter grid: the DANN and CORAL weight, the self-training confidence threshold."""
+BLIND: dict[str, frozenset[str]] = {
+    "dev": frozenset({"adabn", "label-shift"}),
+    "source-val": frozenset({"adabn", "label-shift"}),
+    "im": frozenset({"label-shift"}),
+}
+"""Methods a selection criterion cannot score: its value for them is the source-only model's."""
 
 
 @dataclass
@@ -81,8 +90,8 @@ class AdaptSettings:
     """Passes over the source (plus pseudo-labels); every epoch is a candidate checkpoint."""
     rounds: int = 3
     """Self-training rounds."""
-    grid: tuple[float, ...] | None = None
-    """The method's hyperparameter values to try (None: ``GRIDS[method]``)."""
+    grids: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """Hyperparameter values to try per method (a method not named here uses ``GRIDS``)."""
 
 
 @dataclass
@@ -180,7 +189,8 @@ def importance_weights(
     xs_train: np.ndarray, xt: np.ndarray, xs_val: np.ndarray, seed: int = 0, min_ess: float = 0.2
 ) -> np.ndarray:
     """Weights for the source-validation rows towards the target: (p(target | x) / p(source | x))^tau from a linear
-    domain classifier (domains weighted equally), divided by their mean and clipped at 20.
+    domain classifier trained with the domains weighted equally (so the odds estimate the density ratio, as in
+    DEV), clipped at 20.
 
     When the domains are almost separable the raw ratios put all the weight on a handful of rows; the exponent tau
     (flattened importance weighting, Shimodaira 2000) is the largest of 1, 1/2, 1/4, ... that keeps the effective
@@ -190,8 +200,7 @@ def importance_weights(
     p = np.clip(clf.predict_proba(xs_val.astype(np.float64))[:, 1], 1e-6, 1 - 1e-6)
     log_ratio = np.log(p) - np.log1p(-p)
     for tau in (1.0, 0.5, 0.25, 0.125, 0.0625, 0.0):
-        z = tau * log_ratio
-        w = np.minimum(np.exp(z - z.max()) / np.exp(z - z.max()).mean(), 20.0)
+        w = np.minimum(np.exp(np.minimum(tau * log_ratio, 50.0)), 20.0)
         if effective_sample_size(w) >= min_ess * len(w):
             return w
     return np.ones(len(p))
@@ -261,7 +270,7 @@ def _train(
         for b, idx in enumerate(torch.randperm(len(xs), generator=gen).split(bs)):
             fs = net[1](net[0](xs[idx]))
             loss = nn.functional.cross_entropy(net[3](net[2](fs)), ys[idx])
-            if method in ("dann", "coral"):
+            if method in ("dann", "coral") and len(idx) >= max(2, bs // 2):  # no alignment on a scrap batch
                 ft = net[1](net[0](xt[torch.randint(len(xt), (bs,), generator=gen)]))
                 if method == "coral":
                     loss = loss + weight * coral_loss(fs, ft)
@@ -339,7 +348,7 @@ def train_method(
     ts, tv, tt = tensor(xs), tensor(xv), tensor(xt, t_mean, t_std)
     ys_t, yv_t = torch.from_numpy(ys).long(), torch.from_numpy(yv).long()
     selector = Selector(select, tv, yv_t, tt, weights)
-    grid = settings.grid or GRIDS[method]
+    grid = settings.grids.get(method) or GRIDS[method]
     trials: list[Trial] = []
     if method != "self-training":
         for value in grid:
@@ -387,9 +396,12 @@ def em_target_prior(probs: np.ndarray, source_prior: np.ndarray, iters: int = 20
         q /= q.sum(1, keepdims=True)
         new = q.mean(0)
         if np.abs(new - prior).max() < tol:
-            return new
+            prior = new
+            break
         prior = new
-    return prior
+    # a floor: an over-confident source model can drive a class towards 0, and log(0) would erase it for good
+    prior = np.maximum(prior, 1e-3)
+    return prior / prior.sum()
 
 
 def to_head(trial: Trial, settings: AdaptSettings | None = None, domain: str = "target") -> MLPHead:
@@ -434,7 +446,7 @@ def proxy_a_distance(xs: np.ndarray, xt: np.ndarray, seed: int = 0, max_per_doma
 
 def mmd(xs: np.ndarray, xt: np.ndarray, seed: int = 0, max_per_domain: int = 500,
         permutations: int = 200) -> tuple[float, float]:
-    """(unbiased MMD^2 with a Gaussian kernel at the median pairwise distance, permutation p-value) on standardised
+    """(unbiased MMD^2 with the Gaussian kernel exp(-d^2 / median d^2), permutation p-value) on standardised
     features (Gretton et al., JMLR 2012)."""
     rng = np.random.default_rng(seed)
     a = xs[rng.choice(len(xs), min(len(xs), max_per_domain), replace=False)].astype(np.float64)

@@ -286,7 +286,9 @@ def distill(
 @app.command()
 def adapt(
     source: Annotated[str, typer.Option(help="Labelled source data: image folder, CSV/JSONL file or built-in name.")],
-    target: Annotated[str, typer.Option(help="Unlabelled target inputs: image folder or CSV/JSONL file.")],
+    target: Annotated[
+        str, typer.Option(help="Unlabelled target inputs: image folder, CSV/JSONL file or built-in name.")
+    ],
     target_test: Annotated[
         str | None, typer.Option(help="Labelled target data, used only to report target accuracy at the end.")
     ] = None,
@@ -315,7 +317,8 @@ def adapt(
     from .domain import print_adapt
 
     try:
-        name = Path(source).stem if Path(source).exists() else source
+        src = Path(source)
+        name = f"{src.resolve().parent.name}-{src.stem}" if src.is_file() else src.name if src.exists() else source
         res = run_adapt(
             source,
             target,

@@ -57,7 +57,8 @@ class DistillResult:
             return None
         picks = ", ".join(f"seed {r['seed']}: T {r[role]['temperature']:g}, alpha {r[role]['alpha']:g}"
                           for r in self.runs)
-        return f"T and alpha chosen on validation from T {SWEEP_TEMPERATURES} x alpha {SWEEP_ALPHAS}: {picks}"
+        return (f"T and alpha chosen on validation from T {SWEEP_TEMPERATURES} x alpha {SWEEP_ALPHAS} (the control "
+                f"gets no such choice, so compare test accuracies, not validation): {picks}")
 
     def retained(self) -> float:
         """Distilled-student accuracy / teacher accuracy (means over seeds)."""
@@ -134,6 +135,7 @@ def distill(
 
     from .api import fit, write_run
     from .export import CONFIG, load
+    from .training import is_main_process
 
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
@@ -169,14 +171,15 @@ def distill(
                 grid = [(temperature, a)]
                 if sweep and a > 0:
                     grid = [(t, al) for t in SWEEP_TEMPERATURES for al in SWEEP_ALPHAS]
-                tried = []
-                for t, al in grid:
-                    fit_opts = {**opts, "temperature": t}
-                    tried.append(fit(ds, student, "distill", seed=seed, teacher=str(teacher_dir), alpha=al,
-                                     unlabelled=extra, unlabelled_column=unlabelled_column, **common, **fit_opts))
-                vals = [f.record["strategy_info"].get("val_accuracy", -1.0) for f in tried]
-                r = tried[int(np.argmax(vals))]
-                if out and seed == 0 and a > 0:
+                r, vals = None, []
+                for t, al in grid:  # only the best so far stays in memory
+                    f = fit(ds, student, "distill", seed=seed, teacher=str(teacher_dir), alpha=al, unlabelled=extra,
+                            unlabelled_column=unlabelled_column, **common, **{**opts, "temperature": t})
+                    vals.append(f.record["strategy_info"].get("val_accuracy") or 0.0)
+                    if r is None or vals[-1] > max(vals[:-1]):
+                        r = f
+                assert r is not None
+                if out and seed == 0 and a > 0 and is_main_process():
                     write_run(r, Path(out))
                 curve = r.record["strategy_info"].get("learning_curve", [])
                 runs[role] = {**r.metrics["transfer"], "wall_s": r.record["timings_s"]["transfer_total"],
@@ -204,8 +207,9 @@ def write_distill(res: DistillResult, out: Path) -> None:
     text = [
         f"# transferkit distill: {res.data}",
         "",
-        f"- teacher `{res.teacher}`, student `{res.student}`, T = {res.temperature}, alpha = {res.alpha}, "
-        f"{len(res.runs)} seeds",
+        f"- teacher `{res.teacher}`, student `{res.student}`, "
+        + ("T and alpha swept per seed (below)" if res.swept() else f"T = {res.temperature}, alpha = {res.alpha}")
+        + f", {len(res.runs)} seeds",
         "",
         res.table(),
         "",

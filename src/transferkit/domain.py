@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .adaptation import (
+    BLIND,
     SELECTIONS,
     AdaptSettings,
     Trial,
@@ -64,9 +65,13 @@ class AdaptResult:
     def criterion(self, method: str) -> float:
         return float(np.mean([r["methods"][method]["criterion"] for r in self.runs]))
 
+    def scored(self, method: str) -> bool:
+        """Whether the selection criterion can tell this method from source-only at all."""
+        return method not in BLIND[self.select]
+
     def recommended(self) -> str:
-        """The method whose chosen checkpoints score best on the label-free criterion (mean over seeds)."""
-        return max(self.all_methods, key=self.criterion)
+        """Among the methods the criterion can see, the one whose chosen checkpoints score best (mean over seeds)."""
+        return max((m for m in self.all_methods if self.scored(m)), key=self.criterion)
 
     def verdict_line(self, method: str) -> str:
         v = verdict(self.target_accuracy[method], self.target_accuracy["source-only"])
@@ -90,12 +95,12 @@ class AdaptResult:
     def table(self) -> str:
         has_t = bool(self.target_accuracy)
         head = "| method | source test % |" + (" target test % (mean [95% CI]) |" if has_t else "")
-        head += f" criterion ({self.select}) | chosen (seed 0) |"
+        head += f" criterion ({self.select}, higher is better) | chosen (seed 0) |"
         lines = [head, "|" + "---|" * head.count(" |")]
         for r in self.summary():
             t = f" {100 * r['target_accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] |" if has_t else ""
-            lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {r['criterion']:.4f} | "
-                         f"{r['chosen'][0]} |")
+            crit = f"{r['criterion']:.4f}" if self.scored(r["method"]) else f"n/a ({self.select} cannot see it)"
+            lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {crit} | {r['chosen'][0]} |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,8 +157,9 @@ def adapt(
     ``target_column``, a built-in name or Dataset whose labels are ignored, a list). ``target_test``: labelled
     target data, used only to report target accuracy after training and selection. The backbone is frozen (its
     features are cached); each method trains an adapter on them per seed, its epoch and hyperparameter chosen by
-    ``select`` (see ``transferkit.adaptation``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``,
-    the seed-0 model of the method the label-free criterion recommends.
+    ``select`` (see ``transferkit.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies). With
+    ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the seed-0 model of the method the label-free
+    criterion recommends.
     """
     from .api import DEFAULT_BACKBONES
     from .backbones import create_backbone
@@ -168,7 +174,7 @@ def adapt(
         raise TransferkitError(f"epochs must be at least 1, got {epochs}.")
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
-    settings = settings or AdaptSettings(epochs=epochs)
+    settings = replace(settings, epochs=epochs) if settings else AdaptSettings(epochs=epochs)
     ds = load_data(source, text_column=text_column, label_column=label_column, image_column=image_column)
     items = load_unlabelled(target, ds.modality, target_column or text_column or image_column)
     if len(items) < 10:
@@ -196,8 +202,8 @@ def adapt(
     xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
     pos = {int(i): k for k, i in enumerate(used)}
     # the unlabelled target carries placeholder labels: the feature cache keys on them, nothing else reads them
-    pool = Dataset(np.asarray(items) if ds.modality == "image" else items,
-                   [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality, name=f"{res.target}")
+    pool = Dataset(items, [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality,
+                   name=f"{res.target}")
     xt, _ = extract_features(bb, pool, range(len(pool)), description="target features", **feats)
     x_test = None
     if test_ds is not None:
@@ -274,7 +280,8 @@ def write_adapt(res: AdaptResult, out: Path) -> None:
         res.table(),
         "",
         *[f"- {r['verdict']}" for r in res.summary() if "verdict" in r],
-        f"- recommended without target labels: **{res.recommended()}** (best mean criterion); saved to `model/`",
+        f"- recommended without target labels: **{res.recommended()}** (best mean criterion among the methods "
+        f"`{res.select}` can score); saved to `model/`",
         "",
     ]
     if not res.target_accuracy:
@@ -294,13 +301,13 @@ def print_adapt(res: AdaptResult) -> None:
     console.print(d["words"])
     table = Table(title=f"{res.source} -> {res.target} ({res.backbone}, {len(res.runs)} seeds)")
     cols = ["method", "source test"] + (["target test", "95% CI"] if res.target_accuracy else [])
-    for col in [*cols, f"criterion ({res.select})", "chosen (seed 0)"]:
+    for col in [*cols, f"criterion ({res.select}, higher better)", "chosen (seed 0)"]:
         table.add_column(col, justify="left" if col in ("method", "chosen (seed 0)") else "right")
     for r in res.summary():
         cells = [r["method"], f"{r['source_test_accuracy']:.2%}"]
         if res.target_accuracy:
             cells += [f"{r['target_accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]"]
-        table.add_row(*cells, f"{r['criterion']:.4f}", r["chosen"][0])
+        table.add_row(*cells, f"{r['criterion']:.4f}" if res.scored(r["method"]) else "n/a", r["chosen"][0])
     console.print(table)
     for r in res.summary():
         if "verdict" in r:

@@ -1,7 +1,8 @@
 """``adapt``: the backbone stays frozen; an adapter head trains on its features with a labelled source (the run's
-data) and an unlabelled target, by DANN, Deep CORAL or self-training (see ``transferkit.adaptation``). The epoch
-and the method's hyperparameter are chosen without target labels. ``transferkit.adapt`` runs every method with the
-source-only baseline over seeds; this strategy trains one of them inside ``fit``.
+data) and an unlabelled target, by DANN, Deep CORAL, AdaBN-style standardisation, label-shift correction or
+self-training (see ``transferkit.adaptation``). The test split is the source's; the saved model is for the
+target. The epoch and the method's hyperparameter are chosen without target labels. ``transferkit.adapt`` runs
+every method with the source-only baseline over seeds; this strategy trains one of them inside ``fit``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from ..adaptation import METHODS, SELECTIONS, AdaptSettings, predict_logits, to_head, train_method
 from ..backbones.base import Backbone
@@ -67,8 +66,7 @@ class Adapt:
         x = {part: extract_features(backbone, ds, getattr(splits, part), description=f"{part} features", **kw)[0]
              for part in ("train", "val", "test")}
         # placeholder labels: the feature cache keys on them, nothing else reads them
-        pool = Dataset(np.asarray(items) if ds.modality == "image" else items,
-                       [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality,
+        pool = Dataset(items, [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality,
                        name=f"{ds.name} (target)")
         xt, _ = extract_features(backbone, pool, range(len(pool)), description="target features", **kw)
         t1 = time.perf_counter()
@@ -83,7 +81,8 @@ class Adapt:
         head = to_head(trial, settings)  # the model is for the target; the test split is the source's
         test_pred = predict_logits(to_head(trial, settings, domain="source"), x["test"]).argmax(1)
         info = {**trial.describe(), "select": config.select, "val_accuracy": trial.source_val_accuracy,
-                "target_items": len(items), "trainable_parameters": sum(p.numel() for p in head.parameters()),
+                "target_items": len(items), "test_split": "source (the saved model is for the target)",
+                "trainable_parameters": sum(p.numel() for p in head.parameters()),
                 "cache_saved_s": stats.get("saved_s", 0.0)}
         timings = {"features_s": t1 - t0, "train_s": time.perf_counter() - t1}
         return StrategyResult(TransferModel(backbone, head, ds.classes), test_pred, info, timings)
