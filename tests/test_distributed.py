@@ -16,6 +16,7 @@ import pytest
 
 SCRIPT = textwrap.dedent("""
     import hashlib, json, os, sys
+    from pathlib import Path
     import numpy as np, torch
     import transferkit
 
@@ -28,14 +29,16 @@ SCRIPT = textwrap.dedent("""
                           patience=None, scratch=False, progress=False, out=sys.argv[3])
     state = res.model.state_dict()
     digest = hashlib.sha256(b"".join(v.detach().cpu().numpy().tobytes() for v in state.values())).hexdigest()
-    print("RESULT " + json.dumps({"rank": int(os.environ.get("RANK", "0")),
-                                  "world": int(os.environ.get("WORLD_SIZE", "1")),
-                                  "accuracy": res.metrics["transfer"]["accuracy"], "weights": digest}))
+    rank = int(os.environ.get("RANK", "0"))
+    # one file per process: two processes printing to one pipe can interleave their lines
+    Path(sys.argv[4], f"rank-{rank}.json").write_text(json.dumps(
+        {"rank": rank, "world": int(os.environ.get("WORLD_SIZE", "1")),
+         "accuracy": res.metrics["transfer"]["accuracy"], "weights": digest}))
 """)
 
 
-def _results(stdout: str) -> list[dict]:
-    return [json.loads(line[7:]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+def _results(folder: Path) -> list[dict]:
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("rank-*.json"))]
 
 
 @pytest.mark.parametrize("unfreeze", ["gradual", "last:2"])
@@ -48,8 +51,11 @@ def test_two_cpu_processes_match_one(unfreeze, timm_dir, tmp_path):
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
+    results = {k: tmp_path / f"results-{k}" for k in ("one", "two")}
+    for folder in results.values():
+        folder.mkdir()
     one = subprocess.run(
-        [sys.executable, str(script), str(timm_dir), unfreeze, str(tmp_path / "one")],
+        [sys.executable, str(script), str(timm_dir), unfreeze, str(tmp_path / "one"), str(results["one"])],
         capture_output=True,
         text=True,
         env=env,
@@ -75,6 +81,7 @@ def test_two_cpu_processes_match_one(unfreeze, timm_dir, tmp_path):
             str(timm_dir),
             unfreeze,
             str(tmp_path / "two"),
+            str(results["two"]),
         ],
         capture_output=True,
         text=True,
@@ -83,8 +90,8 @@ def test_two_cpu_processes_match_one(unfreeze, timm_dir, tmp_path):
     )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "unused parameters" not in two.stderr
-    (single,) = _results(one.stdout)
-    ranks = sorted(_results(two.stdout), key=lambda r: r["rank"])
+    (single,) = _results(results["one"])
+    ranks = sorted(_results(results["two"]), key=lambda r: r["rank"])
     assert [r["rank"] for r in ranks] == [0, 1] and all(r["world"] == 2 for r in ranks)
     assert ranks[0]["weights"] == ranks[1]["weights"], "processes ended with different weights: gradients not synced"
     assert abs(ranks[0]["accuracy"] - single["accuracy"]) <= 0.1
