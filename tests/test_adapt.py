@@ -21,15 +21,12 @@ from transferkit.adaptation import (
     grad_reverse,
     importance_weights,
     information_maximisation,
-    mmd,
     predict_logits,
-    proxy_a_distance,
-    shift_diagnostic,
-    shift_words,
     to_head,
     train_method,
 )
 from transferkit.cli import app
+from transferkit.diagnostic import mmd, proxy_a_distance, shift_diagnostic, shift_words
 
 from .conftest import make_texts, write_csv
 

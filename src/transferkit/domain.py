@@ -23,12 +23,12 @@ from .adaptation import (
     check_methods,
     importance_weights,
     predict_logits,
-    shift_diagnostic,
     to_head,
     train_method,
 )
 from .data import load_data, make_splits
 from .data.dataset import Dataset
+from .diagnostic import shift_diagnostic
 from .errors import DataError, TransferkitError
 from .evaluation import mean_ci, verdict
 
@@ -163,7 +163,7 @@ def adapt(
     """
     from .api import DEFAULT_BACKBONES
     from .backbones import create_backbone
-    from .data.sources import load_unlabelled
+    from .data.sources import load_unlabelled, unlabelled_dataset
     from .features import extract_features
     from .model import TransferModel
 
@@ -201,9 +201,7 @@ def adapt(
     feats = dict(cache_dir=cache, use_cache=use_cache, progress=progress)
     xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
     pos = {int(i): k for k, i in enumerate(used)}
-    # the unlabelled target carries placeholder labels: the feature cache keys on them, nothing else reads them
-    pool = Dataset(items, [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality,
-                   name=f"{res.target}")
+    pool = unlabelled_dataset(items, ds, res.target)
     xt, _ = extract_features(bb, pool, range(len(pool)), description="target features", **feats)
     x_test = None
     if test_ds is not None:

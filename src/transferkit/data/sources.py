@@ -222,3 +222,10 @@ def load_unlabelled(
     if not items:
         raise DataError(f"Unlabelled data {data} holds no {modality}s.")
     return items
+
+
+def unlabelled_dataset(items: list[Any], like: Dataset, name: str) -> Dataset:
+    """``items`` as a Dataset of ``like``'s modality, for feature extraction. Its labels are placeholders cycling
+    through ``like``'s classes: the feature cache keys on them, nothing else reads them."""
+    labels = [like.classes[i % len(like.classes)] for i in range(len(items))]
+    return Dataset(items, labels, like.modality, name=name)

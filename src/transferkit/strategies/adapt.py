@@ -46,7 +46,7 @@ class Adapt:
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: AdaptConfig, ctx: RunContext
     ) -> StrategyResult:
-        from ..data.sources import load_unlabelled
+        from ..data.sources import load_unlabelled, unlabelled_dataset
         from ..features import extract_features
 
         if config.target is None:
@@ -65,9 +65,7 @@ class Adapt:
         kw = dict(cache_dir=ctx.cache_dir, use_cache=ctx.use_cache, progress=ctx.progress, stats=stats)
         x = {part: extract_features(backbone, ds, getattr(splits, part), description=f"{part} features", **kw)[0]
              for part in ("train", "val", "test")}
-        # placeholder labels: the feature cache keys on them, nothing else reads them
-        pool = Dataset(items, [ds.classes[i % len(ds.classes)] for i in range(len(items))], ds.modality,
-                       name=f"{ds.name} (target)")
+        pool = unlabelled_dataset(items, ds, f"{ds.name} (target)")
         xt, _ = extract_features(backbone, pool, range(len(pool)), description="target features", **kw)
         t1 = time.perf_counter()
         y = ds.targets

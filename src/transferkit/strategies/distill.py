@@ -96,8 +96,7 @@ class Distill:
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: DistillConfig, ctx: RunContext
     ) -> StrategyResult:
-        from ..data.dataset import Dataset as DS
-        from ..data.sources import load_unlabelled
+        from ..data.sources import load_unlabelled, unlabelled_dataset
         from ..export import load
 
         if not config.teacher:
@@ -121,9 +120,7 @@ class Distill:
             extra = load_unlabelled(config.unlabelled, ds.modality, config.unlabelled_column)
             if len(extra) < 2:
                 raise TransferkitError("Unlabelled data must hold at least 2 inputs.")
-            # placeholder labels (the feature cache keys on them; nothing else reads them)
-            cycle = [ds.classes[i % len(ds.classes)] for i in range(len(extra))]
-            pool = DS(extra, cycle, ds.modality, name=f"{ds.name} (unlabelled)")
+            pool = unlabelled_dataset(extra, ds, f"{ds.name} (unlabelled)")
             soft = np.concatenate([soft, teacher_logits(teacher, pool, np.arange(len(extra)), ctx, stats)])
         teacher_s = time.perf_counter() - t0
         soft_t = torch.from_numpy(soft)
