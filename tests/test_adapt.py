@@ -3,6 +3,7 @@ guarantee that target labels never reach training or selection, the CLI and ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -22,6 +23,7 @@ from transferkit.adaptation import (
     importance_weights,
     information_maximisation,
     predict_logits,
+    reverse_accuracy,
     to_head,
     train_method,
 )
@@ -162,6 +164,25 @@ def test_self_training_records_its_pseudo_labels():
     assert 0 <= trial.params["pseudo_labels"] <= 240
 
 
+def test_reverse_accuracy_rewards_right_target_labels_and_scores_a_collapse_at_its_class_share():
+    xs, ys, xv, yv, xt, _, _ = _mean_shift()
+    base = train_method("source-only", xs, ys, xv, yv, xt, 3, select="source-val", settings=AdaptSettings(epochs=8))
+    prior = np.bincount(ys, minlength=3) / len(ys)
+    good = reverse_accuracy(base, xt, xv, yv, prior)
+    assert base.reverse_accuracy == pytest.approx(good) and good > 0.8
+    order = [1, 2, 0]  # the same model with its classes renamed: every target label wrong
+    renamed = dataclasses.replace(base, state={**base.state, "3.weight": base.state["3.weight"][order],
+                                               "3.bias": base.state["3.bias"][order]})
+    assert reverse_accuracy(renamed, xt, xv, yv, prior) < 0.2
+    collapsed = dataclasses.replace(base, state={**base.state, "3.bias": torch.tensor([1e4, -1e4, -1e4])})
+    assert reverse_accuracy(collapsed, xt, xv, yv, prior) == pytest.approx(float((yv == 0).mean()))
+    # adabn's trial standardises the target with the target's own moments, and reverse validation follows it
+    adabn = train_method("adabn", xs, ys, xv, yv, xt, 3, select="source-val", settings=AdaptSettings(epochs=8),
+                         source_only=base)
+    assert adabn.reverse_accuracy is not None and adabn.reverse_accuracy > 0.8
+    assert adabn.describe()["reverse_accuracy"] == adabn.reverse_accuracy
+
+
 @pytest.mark.parametrize("select", ["dev", "im", "source-val"])
 def test_every_selection_criterion_runs(select):
     xs, ys = _blobs(120, 0.0, 0)
@@ -286,6 +307,7 @@ def test_cli_adapt_on_texts(bert_dir, tmp_path):
          "Unknown adaptation method 'mixup'; choose from dann, coral, adabn, label-shift, self-training"),
         ({"methods": []}, "Name at least one adaptation method"),
         ({"select": "oracle"}, "select='oracle' is not one of dev, im, source-val"),
+        ({"recommend": "vote"}, "recommend='vote' is not one of reverse, criterion"),
         ({"seeds": 0}, "seeds must be at least 1"),
         ({"epochs": 0}, "epochs must be at least 1"),
     ],
@@ -375,6 +397,32 @@ def test_shift_images_is_seeded_and_changes_the_domain():
     assert AIRLINE.search("@united my flight was late") and not AIRLINE.search("self-driving cars, no thanks")
 
 
+def test_reverse_recommendation_needs_a_win_on_every_seed():
+    from transferkit.domain import AdaptResult
+
+    def result(reverse: dict[str, list[float]]) -> AdaptResult:
+        res = AdaptResult("s", "t", "b", [m for m in reverse if m != "source-only"], "dev", ["a", "b"])
+        res.runs = [{"methods": {m: {"reverse_accuracy": v[i], "criterion": 0.0} for m, v in reverse.items()}}
+                    for i in range(3)]
+        return res
+
+    # dann wins every seed; coral has the higher mean but loses one seed; adabn never wins
+    res = result({"source-only": [0.80, 0.80, 0.80], "dann": [0.81, 0.82, 0.81], "coral": [0.95, 0.95, 0.79],
+                  "adabn": [0.7, 0.7, 0.7]})
+    assert res.recommended() == "dann"
+    assert res.recommendation_reason() == (
+        "reverse validation 81.3 % vs source-only's 80.0 %, better on every one of 3 seeds"
+    )
+    tie = result({"source-only": [0.75, 0.75, 0.75], "dann": [0.75, 1.0, 1.0]})  # a tie is not a win
+    assert tie.recommended() == "source-only"
+    assert tie.recommendation_reason() == (
+        "no method's reverse validation beat source-only's on every seed (the best other method on average, dann, "
+        "91.7 % vs 75.0 %, beat it on 2 of 3)"
+    )
+    res.recommend = "criterion"  # the other rule: the best mean criterion among the methods it can see
+    assert res.recommended() == "source-only" and "best mean criterion" in res.recommendation_reason()
+
+
 def test_self_training_falls_back_to_source_only_when_nothing_is_confident_enough():
     xs, ys = _blobs(120, 0.0, 0)
     xv, yv = _blobs(40, 0.0, 1)
@@ -386,12 +434,13 @@ def test_self_training_falls_back_to_source_only_when_nothing_is_confident_enoug
     assert all(torch.equal(trial.state[k], base.state[k]) for k in base.state)
 
 
-def test_recommendation_skips_methods_the_criterion_cannot_see(timm_dir, cache_dir, tmp_path):
+def test_recommendation_by_criterion_skips_methods_the_criterion_cannot_see(timm_dir, cache_dir, tmp_path):
     src, tgt = _domains()
     res = transferkit.adapt(src, list(tgt.items), backbone=str(timm_dir), methods=["adabn", "label-shift"], seeds=1,
-                            epochs=2, cache_dir=cache_dir, progress=False, out=tmp_path / "r")
+                            epochs=2, recommend="criterion", cache_dir=cache_dir, progress=False, out=tmp_path / "r")
     assert not res.scored("adabn") and not res.scored("label-shift") and res.scored("source-only")
     assert res.recommended() == "source-only"
+    assert "best mean criterion among the methods `dev` can score" in (tmp_path / "r" / "report.md").read_text()
     assert "n/a (dev cannot see it)" in res.table() and "higher is better" in res.table()
     model = transferkit.load(tmp_path / "r" / "model")  # the saved model is the recommended one
     x = list(tgt.items[:6])

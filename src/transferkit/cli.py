@@ -299,6 +299,11 @@ def adapt(
     select: Annotated[
         str, typer.Option(help="Label-free model selection: dev, im (information maximisation), source-val.")
     ] = "dev",
+    recommend: Annotated[
+        str,
+        typer.Option(help="How the method to use is chosen: reverse (beats source-only's reverse validation on "
+                     "every seed, else source-only) or criterion (best mean selection criterion)."),
+    ] = "reverse",
     seeds: Annotated[int, typer.Option(help="Number of seeds (each its own source split).")] = 3,
     epochs: Annotated[int, typer.Option(help="Adapter epochs; each epoch is a candidate checkpoint.")] = 30,
     max_target: Annotated[int | None, typer.Option(help="Use at most N unlabelled target inputs.")] = None,
@@ -326,6 +331,7 @@ def adapt(
             backbone=backbone,
             methods=[m for m in method.split(",") if m.strip()],
             select=select,
+            recommend=recommend,
             seeds=seeds,
             epochs=epochs,
             max_target=max_target,
@@ -356,7 +362,7 @@ def rank(
     ] = None,
     by: Annotated[str, typer.Option(help="Score that picks the recommendation: logme, leep, nce or hscore.")] = "logme",
     controls: Annotated[bool, typer.Option(help="Add a random-init control, which should rank last.")] = True,
-    max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 2000,
+    max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split (the one `fit --seed` uses) and the subsample.")] = 0,
     per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class (few-shot).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / rank.md.")] = None,

@@ -32,6 +32,8 @@ from .diagnostic import shift_diagnostic
 from .errors import DataError, TransferkitError
 from .evaluation import mean_ci, verdict
 
+RECOMMEND = ("reverse", "criterion")
+
 
 @dataclass
 class AdaptResult:
@@ -43,6 +45,7 @@ class AdaptResult:
     methods: list[str]
     select: str
     classes: list[str]
+    recommend: str = "reverse"
     diagnostic: dict[str, Any] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     target_predictions: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)
@@ -65,13 +68,44 @@ class AdaptResult:
     def criterion(self, method: str) -> float:
         return float(np.mean([r["methods"][method]["criterion"] for r in self.runs]))
 
+    def reverse(self, method: str) -> float:
+        """Mean reverse-validation accuracy over seeds (see ``adaptation.reverse_accuracy``)."""
+        return float(np.mean([r["methods"][method]["reverse_accuracy"] for r in self.runs]))
+
     def scored(self, method: str) -> bool:
         """Whether the selection criterion can tell this method from source-only at all."""
         return method not in BLIND[self.select]
 
     def recommended(self) -> str:
-        """Among the methods the criterion can see, the one whose chosen checkpoints score best (mean over seeds)."""
-        return max((m for m in self.all_methods if self.scored(m)), key=self.criterion)
+        """The method to use on the target, chosen without target labels (``recommend``).
+
+        ``reverse`` (default): among the methods whose reverse-validation accuracy beats source-only's on every
+        seed, the best on average; source-only when none does. Reverse validation is noisy under a large shift
+        (BENCHMARKS.md), so adapting is advised only on evidence that holds on every seed.
+        ``criterion``: among the methods the selection criterion can see, the best mean criterion.
+        """
+        if self.recommend == "criterion":
+            return max((m for m in self.all_methods if self.scored(m)), key=self.criterion)
+        winners = [m for m in self.methods if self._reverse_wins(m) == len(self.runs)]
+        return max(winners, key=self.reverse) if winners else "source-only"
+
+    def _reverse_wins(self, method: str) -> int:
+        return sum(r["methods"][method]["reverse_accuracy"] > r["methods"]["source-only"]["reverse_accuracy"]
+                   for r in self.runs)
+
+    def recommendation_reason(self) -> str:
+        """Why ``recommended`` chose what it chose, in words."""
+        best = self.recommended()
+        if self.recommend == "criterion":
+            return f"best mean criterion among the methods `{self.select}` can score"
+        if best != "source-only":
+            return (f"reverse validation {100 * self.reverse(best):.1f} % vs source-only's "
+                    f"{100 * self.reverse('source-only'):.1f} %, better on "
+                    + (f"every one of {len(self.runs)} seeds" if len(self.runs) > 1 else "its one seed"))
+        top = max(self.methods, key=self.reverse)
+        return (f"no method's reverse validation beat source-only's on every seed (the best other method on "
+                f"average, {top}, {100 * self.reverse(top):.1f} % vs {100 * self.reverse('source-only'):.1f} %, beat "
+                f"it on {self._reverse_wins(top)} of {len(self.runs)})")
 
     def verdict_line(self, method: str) -> str:
         v = verdict(self.target_accuracy[method], self.target_accuracy["source-only"])
@@ -82,7 +116,7 @@ class AdaptResult:
         for m in self.all_methods:
             src = [r["methods"][m]["source_test_accuracy"] for r in self.runs]
             row: dict[str, Any] = {"method": m, "source_test_accuracy": float(np.mean(src)),
-                                   "criterion": self.criterion(m),
+                                   "criterion": self.criterion(m), "reverse_accuracy": self.reverse(m),
                                    "chosen": [_chosen(r["methods"][m]) for r in self.runs]}
             if self.target_accuracy:
                 mean, lo, hi = mean_ci(self.target_accuracy[m])
@@ -95,19 +129,21 @@ class AdaptResult:
     def table(self) -> str:
         has_t = bool(self.target_accuracy)
         head = "| method | source test % |" + (" target test % (mean [95% CI]) |" if has_t else "")
-        head += f" criterion ({self.select}, higher is better) | chosen (seed 0) |"
+        head += f" criterion ({self.select}, higher is better) | reverse val % | chosen (seed 0) |"
         lines = [head, "|" + "---|" * head.count(" |")]
         for r in self.summary():
             t = f" {100 * r['target_accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] |" if has_t else ""
             crit = f"{r['criterion']:.4f}" if self.scored(r["method"]) else f"n/a ({self.select} cannot see it)"
-            lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {crit} | {r['chosen'][0]} |")
+            lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {crit} | "
+                         f"{100 * r['reverse_accuracy']:.1f} | {r['chosen'][0]} |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source, "target": self.target, "backbone": self.backbone, "methods": self.methods,
             "select": self.select, "classes": self.classes, "diagnostic": self.diagnostic, "runs": self.runs,
-            "summary": self.summary(), "recommended": self.recommended(), "target_accuracy": self.target_accuracy,
+            "summary": self.summary(), "recommend": self.recommend, "recommended": self.recommended(),
+            "recommendation": self.recommendation_reason(), "target_accuracy": self.target_accuracy,
             "sizes": self.sizes, "timings_s": self.timings,
         }
 
@@ -134,6 +170,7 @@ def adapt(
     backbone: str | None = None,
     methods: tuple[str, ...] | list[str] = ("dann", "coral", "adabn", "label-shift", "self-training"),
     select: str = "dev",
+    recommend: str = "reverse",
     seeds: int = 3,
     epochs: int = 30,
     settings: AdaptSettings | None = None,
@@ -157,9 +194,10 @@ def adapt(
     ``target_column``, a built-in name or Dataset whose labels are ignored, a list). ``target_test``: labelled
     target data, used only to report target accuracy after training and selection. The backbone is frozen (its
     features are cached); each method trains an adapter on them per seed, its epoch and hyperparameter chosen by
-    ``select`` (see ``transferkit.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies). With
-    ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the seed-0 model of the method the label-free
-    criterion recommends.
+    ``select`` (see ``transferkit.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies).
+    ``recommend`` says how the method to use is chosen, also without target labels (see
+    ``AdaptResult.recommended``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the seed-0
+    model of the recommended method.
     """
     from .api import DEFAULT_BACKBONES
     from .backbones import create_backbone
@@ -170,6 +208,8 @@ def adapt(
     chosen_methods = check_methods(methods)
     if select not in SELECTIONS:
         raise TransferkitError(f"select={select!r} is not one of {', '.join(SELECTIONS)}.")
+    if recommend not in RECOMMEND:
+        raise TransferkitError(f"recommend={recommend!r} is not one of {', '.join(RECOMMEND)}.")
     if epochs < 1:
         raise TransferkitError(f"epochs must be at least 1, got {epochs}.")
     if seeds < 1:
@@ -192,7 +232,7 @@ def adapt(
     spec = backbone or DEFAULT_BACKBONES[ds.modality]
     bb = create_backbone(spec)
     res = AdaptResult(_name(source, ds.name), _name(target, "target"), spec, chosen_methods, select, ds.classes,
-                      out=Path(out) if out else None)
+                      recommend, out=Path(out) if out else None)
     cache = Path(cache_dir) if cache_dir else None
     t0 = time.perf_counter()
     splits = [make_splits(ds, seed=s, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
@@ -278,8 +318,8 @@ def write_adapt(res: AdaptResult, out: Path) -> None:
         res.table(),
         "",
         *[f"- {r['verdict']}" for r in res.summary() if "verdict" in r],
-        f"- recommended without target labels: **{res.recommended()}** (best mean criterion among the methods "
-        f"`{res.select}` can score); saved to `model/`",
+        f"- recommended without target labels: **{res.recommended()}** ({res.recommendation_reason()}); saved to "
+        "`model/`",
         "",
     ]
     if not res.target_accuracy:
@@ -299,17 +339,18 @@ def print_adapt(res: AdaptResult) -> None:
     console.print(d["words"])
     table = Table(title=f"{res.source} -> {res.target} ({res.backbone}, {len(res.runs)} seeds)")
     cols = ["method", "source test"] + (["target test", "95% CI"] if res.target_accuracy else [])
-    for col in [*cols, f"criterion ({res.select}, higher better)", "chosen (seed 0)"]:
+    for col in [*cols, f"criterion ({res.select}, higher better)", "reverse val", "chosen (seed 0)"]:
         table.add_column(col, justify="left" if col in ("method", "chosen (seed 0)") else "right")
     for r in res.summary():
         cells = [r["method"], f"{r['source_test_accuracy']:.2%}"]
         if res.target_accuracy:
             cells += [f"{r['target_accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]"]
-        table.add_row(*cells, f"{r['criterion']:.4f}" if res.scored(r["method"]) else "n/a", r["chosen"][0])
+        table.add_row(*cells, f"{r['criterion']:.4f}" if res.scored(r["method"]) else "n/a",
+                      f"{r['reverse_accuracy']:.2%}", r["chosen"][0])
     console.print(table)
     for r in res.summary():
         if "verdict" in r:
             console.print(r["verdict"])
     if not res.target_accuracy:
         console.print("No labelled target test data: target accuracy is unknown (pass --target-test to measure it).")
-    console.print(f"Recommended without target labels: {res.recommended()}")
+    console.print(f"Recommended without target labels: {res.recommended()} ({res.recommendation_reason()})")

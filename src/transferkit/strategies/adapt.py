@@ -73,7 +73,8 @@ class Adapt:
         base = None
         if config.method == "self-training":
             base = train_method("source-only", x["train"], y[splits.train], x["val"], y[splits.val], xt,
-                                len(ds.classes), select=config.select, settings=settings, seed=ctx.seed)
+                                len(ds.classes), select=config.select, settings=settings, seed=ctx.seed,
+                                reverse=False)
         trial = train_method(config.method, x["train"], y[splits.train], x["val"], y[splits.val], xt,
                              len(ds.classes), select=config.select, settings=settings, seed=ctx.seed, source_only=base)
         head = to_head(trial, settings)  # the model is for the target; the test split is the source's
