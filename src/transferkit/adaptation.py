@@ -410,9 +410,11 @@ def reverse_accuracy(trial: Trial, xt: np.ndarray, xv: np.ndarray, yv: np.ndarra
     if len(np.unique(pseudo)) == 1:
         return float((yv == pseudo[0]).mean())
     w, b = _logreg_path((xt - trial.mean) / trial.std, pseudo, num_classes, (c,))[0]
-    pseudo_prior = np.bincount(pseudo, minlength=num_classes) / len(pseudo)
-    logits = torch.from_numpy((xv - trial.mean) / trial.std).double() @ w + b
-    logits += torch.from_numpy(np.log(np.maximum(source_prior, 1e-3)) - np.log(np.maximum(pseudo_prior, 1e-3)))
+    counts = np.bincount(pseudo, minlength=num_classes)
+    # classes the target labels never used get no correction: the classifier never saw them
+    shift = np.where(counts > 0, np.log(np.maximum(source_prior, 1e-3)) - np.log(np.maximum(counts, 1) / len(pseudo)),
+                     0.0)
+    logits = torch.from_numpy((xv - trial.mean) / trial.std).double() @ w + b + torch.from_numpy(shift)
     return float((logits.argmax(1).numpy() == yv).mean())
 
 

@@ -362,7 +362,7 @@ def rank(
     ] = None,
     by: Annotated[str, typer.Option(help="Score that picks the recommendation: logme, leep, nce or hscore.")] = "logme",
     controls: Annotated[bool, typer.Option(help="Add a random-init control, which should rank last.")] = True,
-    max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 1000,
+    max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the split (the one `fit --seed` uses) and the subsample.")] = 0,
     per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class (few-shot).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / rank.md.")] = None,

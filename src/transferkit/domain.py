@@ -117,6 +117,7 @@ class AdaptResult:
             src = [r["methods"][m]["source_test_accuracy"] for r in self.runs]
             row: dict[str, Any] = {"method": m, "source_test_accuracy": float(np.mean(src)),
                                    "criterion": self.criterion(m), "reverse_accuracy": self.reverse(m),
+                                   "reverse_wins": self._reverse_wins(m),
                                    "chosen": [_chosen(r["methods"][m]) for r in self.runs]}
             if self.target_accuracy:
                 mean, lo, hi = mean_ci(self.target_accuracy[m])
@@ -129,13 +130,15 @@ class AdaptResult:
     def table(self) -> str:
         has_t = bool(self.target_accuracy)
         head = "| method | source test % |" + (" target test % (mean [95% CI]) |" if has_t else "")
-        head += f" criterion ({self.select}, higher is better) | reverse val % | chosen (seed 0) |"
+        head += f" criterion ({self.select}, higher is better) | reverse val % (seeds beating source-only) |"
+        head += " chosen (seed 0) |"
         lines = [head, "|" + "---|" * head.count(" |")]
         for r in self.summary():
             t = f" {100 * r['target_accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] |" if has_t else ""
             crit = f"{r['criterion']:.4f}" if self.scored(r["method"]) else f"n/a ({self.select} cannot see it)"
+            wins = "" if r["method"] == "source-only" else f" ({r['reverse_wins']}/{len(self.runs)})"
             lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {crit} | "
-                         f"{100 * r['reverse_accuracy']:.1f} | {r['chosen'][0]} |")
+                         f"{100 * r['reverse_accuracy']:.1f}{wins} | {r['chosen'][0]} |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -346,7 +349,9 @@ def print_adapt(res: AdaptResult) -> None:
         if res.target_accuracy:
             cells += [f"{r['target_accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]"]
         table.add_row(*cells, f"{r['criterion']:.4f}" if res.scored(r["method"]) else "n/a",
-                      f"{r['reverse_accuracy']:.2%}", r["chosen"][0])
+                      f"{r['reverse_accuracy']:.2%}" + ("" if r["method"] == "source-only" else
+                                                         f" ({r['reverse_wins']}/{len(res.runs)})"),
+                      r["chosen"][0])
     console.print(table)
     for r in res.summary():
         if "verdict" in r:

@@ -166,7 +166,7 @@ def rank(
     test_size: float = 0.2,
     per_class: int | None = None,
     max_test: int | None = None,
-    max_samples: int | None = 1000,
+    max_samples: int | None = 500,
     text_column: str | None = None,
     label_column: str = "label",
     image_column: str | None = None,
@@ -181,8 +181,9 @@ def rank(
 
     ``backbones``: a list or comma-separated specs, None (the installed packs for the data's modality) or 'pool'
     (packs plus intermediate depths). ``controls`` adds the random-init twin of the first pack, which should rank
-    last. ``max_samples`` caps the samples scored (stratified; on Fashion-MNIST, LogME's agreement with fine-tuned
-    accuracy was the same from 250 to 2,000 scored images, see BENCHMARKS.md). With ``out``, writes ``rank.json``
+    last. ``max_samples`` caps the samples scored (stratified, at least one per class; on Fashion-MNIST LogME's
+    agreement with fine-tuned accuracy was similar from 250 to 2,000 scored images, see BENCHMARKS.md; with many
+    classes, score more). With ``out``, writes ``rank.json``
     and ``rank.md``.
     """
     from .backbones import create_backbone

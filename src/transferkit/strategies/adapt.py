@@ -76,7 +76,8 @@ class Adapt:
                                 len(ds.classes), select=config.select, settings=settings, seed=ctx.seed,
                                 reverse=False)
         trial = train_method(config.method, x["train"], y[splits.train], x["val"], y[splits.val], xt,
-                             len(ds.classes), select=config.select, settings=settings, seed=ctx.seed, source_only=base)
+                             len(ds.classes), select=config.select, settings=settings, seed=ctx.seed, source_only=base,
+                             reverse=False)
         head = to_head(trial, settings)  # the model is for the target; the test split is the source's
         test_pred = predict_logits(to_head(trial, settings, domain="source"), x["test"]).argmax(1)
         info = {**trial.describe(), "select": config.select, "val_accuracy": trial.source_val_accuracy,
