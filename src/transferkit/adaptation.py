@@ -374,14 +374,14 @@ def train_method(
     best.method, best.mean, best.std = method, mean, std
     if method == "adabn":
         best.target_mean, best.target_std = t_mean, t_std
+    source_prior = np.bincount(ys, minlength=num_classes) / len(ys)
     if method == "label-shift":
         with torch.no_grad():
             probs = torch.softmax(_net(best.state, xs.shape[1], num_classes, settings)(tt), 1).double().numpy()
-        best.source_prior = np.bincount(ys, minlength=num_classes) / len(ys)
-        best.target_prior = em_target_prior(probs, best.source_prior)
+        best.source_prior = source_prior
+        best.target_prior = em_target_prior(probs, source_prior)
     if reverse:
-        prior = np.bincount(ys, minlength=num_classes) / len(ys)
-        best.reverse_accuracy = reverse_accuracy(best, xt, xv, yv, prior, settings)
+        best.reverse_accuracy = reverse_accuracy(best, xt, xv, yv, source_prior, settings)
     return best
 
 

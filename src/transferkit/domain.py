@@ -65,12 +65,15 @@ class AdaptResult:
             m: [float((p[m] == labels).mean()) for p in self.target_predictions] for m in self.all_methods
         }
 
+    def _mean(self, method: str, key: str) -> float:
+        return float(np.mean([r["methods"][method][key] for r in self.runs]))
+
     def criterion(self, method: str) -> float:
-        return float(np.mean([r["methods"][method]["criterion"] for r in self.runs]))
+        return self._mean(method, "criterion")
 
     def reverse(self, method: str) -> float:
         """Mean reverse-validation accuracy over seeds (see ``adaptation.reverse_accuracy``)."""
-        return float(np.mean([r["methods"][method]["reverse_accuracy"] for r in self.runs]))
+        return self._mean(method, "reverse_accuracy")
 
     def scored(self, method: str) -> bool:
         """Whether the selection criterion can tell this method from source-only at all."""
