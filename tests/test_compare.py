@@ -166,6 +166,7 @@ def test_variants_of_one_strategy_and_a_budget_matched_scratch(image_folder):
         seeds=2,
         options={"last-1": {"epochs": 1, "unfreeze": "last:1"}, "full": {"epochs": 1, "batch_size": 4}},
         progress=False,
+        scratch_budget="matched",
     )
     assert res.meta["strategies"] == {"probe": "linear-probe", "last-1": "finetune", "full": "finetune"}
     assert res.meta["configs"]["last-1"]["unfreeze"] == "last:1" and res.meta["configs"]["full"]["unfreeze"] == "all"
@@ -178,6 +179,57 @@ def test_variants_of_one_strategy_and_a_budget_matched_scratch(image_folder):
         assert control["info"]["time_budget_s"] == control["budget_s"]
         assert 1 <= control["info"]["cnn_epochs"] <= 100
     assert "budget-matched to the costliest transfer run" in res.scratch_line()
+
+
+def test_work_budget_is_the_costliest_run_in_flops_and_reproducible(image_folder, tmp_path):
+    from transferkit.strategies.scratch import cnn_flops
+
+    kw = {
+        "seeds": [0, 1],
+        "options": {"ft": {"epochs": 1, "batch_size": 4}},
+        "progress": False,
+    }
+    first = compare(image_folder, TIMM_SPEC, ["linear-probe", "ft=finetune"], cache_dir=tmp_path / "a", **kw)
+    again = compare(image_folder, TIMM_SPEC, ["linear-probe", "ft=finetune"], cache_dir=tmp_path / "b", **kw)
+    for seed in (0, 1):
+        runs = [r for r in first.runs if r["seed"] == seed]
+        control = next(r for r in runs if r["model"] == "scratch")
+        work = max(r["work_flops"] for r in runs if r["model"] != "scratch")
+        assert control["info"]["work_budget_flops"] == work
+        # the control's own FLOPs fit in the budget (unless even one epoch does not: then it gets one)
+        assert control["info"]["cnn_flops"] <= work or control["info"]["cnn_epochs"] == 1
+        assert cnn_flops(control["info"]["input_px"], 3) > 0
+    assert "TFLOP" in first.scratch_line()
+    # no wall clock in the budget: a fresh cache gives the same control, epoch for epoch
+    pick = [(r["accuracy"], r["info"]["cnn_epochs"]) for r in first.runs if r["model"] == "scratch"]
+    assert pick == [(r["accuracy"], r["info"]["cnn_epochs"]) for r in again.runs if r["model"] == "scratch"]
+
+
+def test_control_is_cached_and_a_longer_budget_extends_it(tmp_path):
+    from transferkit.data import make_splits
+    from transferkit.strategies.scratch import ScratchConfig, run_scratch
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)
+    ds = transferkit.from_arrays(x, ["a", "b"] * 20)
+    splits = make_splits(ds, seed=0)
+    kw = {"progress": False, "cache_dir": tmp_path}
+    short = run_scratch(ds, splits, config=ScratchConfig(epochs=3), **kw)
+    assert short.info["cache"] == "miss" and short.info["cnn_epochs"] == 3
+    long = run_scratch(ds, splits, config=ScratchConfig(epochs=6), **kw)
+    assert long.info["cache"] == "extended" and long.info["cnn_epochs"] == 6
+    again = run_scratch(ds, splits, config=ScratchConfig(epochs=2), **kw)
+    assert again.info["cache"] == "hit"
+    # extending a cached run gives what one uninterrupted run gives
+    fresh = run_scratch(ds, splits, config=ScratchConfig(epochs=6), progress=False, use_cache=False)
+    assert fresh.info["cache"] == "miss"
+    assert fresh.info["candidates"] == long.info["candidates"]
+    assert np.array_equal(fresh.test_pred, long.test_pred)
+    # a tampered state is not trusted: the run is trained again
+    state = next((tmp_path / "control").glob("*/state.pt"))
+    state.write_bytes(b"garbage")
+    redone = run_scratch(ds, splits, config=ScratchConfig(epochs=6), **kw)
+    assert redone.info["cache"] == "miss" and redone.info["candidates"] == long.info["candidates"]
 
 
 def test_a_cached_run_is_charged_its_cold_cost(image_folder, timm_dir, tmp_path):
@@ -228,12 +280,12 @@ def test_bad_variants_and_scratch_budget(image_folder):
             compare(image_folder, TIMM_SPEC, strategies, seeds=1, progress=False)
     with pytest.raises(TransferkitError, match="Options given for ft, which is not among linear-probe"):
         compare(image_folder, TIMM_SPEC, ["linear-probe"], options={"ft": {}}, seeds=1, progress=False)
-    with pytest.raises(TransferkitError, match="scratch_budget='time' is not one of matched, fixed"):
+    with pytest.raises(TransferkitError, match="scratch_budget='time' is not one of work, fixed, matched"):
         compare(image_folder, TIMM_SPEC, ["linear-probe"], scratch_budget="time", progress=False)
-    with pytest.raises(TransferkitError, match="scratch_budget='x' is not one of matched, fixed"):
+    with pytest.raises(TransferkitError, match="scratch_budget='x' is not one of work, fixed, matched"):
         transferkit.fit(image_folder, TIMM_SPEC, scratch_budget="x", progress=False)
     bad = CliRunner().invoke(app, ["compare", str(image_folder), "--scratch-budget", "later", "--quiet"])
-    assert bad.exit_code == 2 and "scratch_budget='later' is not one of matched, fixed" in bad.stderr
+    assert bad.exit_code == 2 and "scratch_budget='later' is not one of work, fixed, matched" in bad.stderr
 
 
 def test_verdict_phrase_names_the_method_and_its_baseline():

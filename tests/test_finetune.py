@@ -29,7 +29,8 @@ def _run(options: dict, seed: int = 0, **ctx):
     ds = _shades()
     splits = make_splits(ds, seed=0)
     strat = STRATEGIES.get("finetune")
-    cfg = make_config(strat, {"batch_size": 8, "lr": 0.01, **options})
+    # the mechanics of training are tested from a random head; LP-FT (the default) has tests of its own
+    cfg = make_config(strat, {"batch_size": 8, "lr": 0.01, "lp_ft": False, **options})
     return bb, strat.run(bb, ds, splits, cfg, RunContext(seed=seed, progress=False, **ctx))
 
 
@@ -224,3 +225,55 @@ def test_fit_finetune_saves_backbone_weights_and_round_trips(image_folder, tmp_p
 def test_fit_resume_needs_an_output_folder(image_folder):
     with pytest.raises(TransferkitError, match=r"resume needs the output folder"):
         transferkit.fit(image_folder, TIMM_SPEC, "finetune", resume=True, progress=False)
+
+
+def test_starting_weights_are_kept_unless_an_epoch_beats_them():
+    torch.manual_seed(0)
+    x = torch.randn(40, 4)
+    y = (x[:, 0] > 0).long().numpy()
+
+    def run(initial: float) -> tuple[nn.Linear, torch.Tensor, object]:
+        torch.manual_seed(1)
+        model = nn.Linear(4, 2)
+        start = model.weight.detach().clone()
+        trainer = Trainer(
+            model,
+            [ParamGroup("head", list(model.parameters()), 0.5)],
+            lambda items, train, gen: torch.stack(items),
+            TrainConfig(epochs=6, batch_size=8, patience=2),
+            progress=False,
+        )
+        return model, start, trainer.fit(list(x[:30]), y[:30], list(x[30:]), y[30:], 2, initial_val_accuracy=initial)
+
+    model, start, result = run(1.0)  # nothing beats a perfect start: it is kept, and patience ends the run
+    assert result.best_epoch == -1 and result.initial_val_accuracy == 1.0
+    assert len(result.history) == 2 and torch.equal(model.weight, start)  # `patience` epochs without gain
+    model, start, result = run(0.0)
+    assert result.best_epoch >= 0 and not torch.equal(model.weight, start)
+
+
+def test_lp_ft_is_the_default_and_gives_way_to_the_probe(tmp_path):
+    from transferkit.strategies.finetune import FinetuneConfig
+
+    assert FinetuneConfig().lp_ft is True
+    ds = _shades()
+    splits = make_splits(ds, seed=0)
+    torch.manual_seed(123)
+    bb = create_backbone(TIMM_SPEC)
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    ft = STRATEGIES.get("finetune")
+    # a learning rate of zero changes nothing, so no epoch can beat the probe it started from
+    res = ft.run(bb, ds, splits, make_config(ft, {"lr": 0.0, "epochs": 2, "batch_size": 8}), RunContext(progress=False))
+    assert res.info["kept"] == "linear-probe" and "no fine-tuned epoch beat the linear probe" in res.info["kept_reason"]
+    assert res.info["best_epoch"] == 0 and not bb.weights_changed
+    assert all(torch.equal(before[k], v) for k, v in bb.state_dict().items())
+    # what is kept is exactly the linear-probe strategy's model
+    torch.manual_seed(123)
+    bb2 = create_backbone(TIMM_SPEC)
+    lp = STRATEGIES.get("linear-probe")
+    probe = lp.run(bb2, ds, splits, make_config(lp, {}), RunContext(progress=False))
+    assert np.array_equal(res.test_pred, probe.test_pred)
+    assert torch.allclose(res.model.head.weight, probe.model.head.weight, atol=1e-5)
+    out = transferkit.fit(ds, TIMM_SPEC, "finetune", lr=0.0, epochs=1, batch_size=8, progress=False, out=tmp_path / "r")
+    assert "gave way to the linear probe" in (tmp_path / "r" / "report.md").read_text()
+    assert out.record["strategy_info"]["kept"] == "linear-probe"

@@ -21,8 +21,8 @@ from .evaluation import classification_metrics
 from .model import TransferModel
 from .progress import out_console as console
 from .strategies import STRATEGIES, RunContext, make_config
-from .strategies.base import cold_cost
-from .strategies.scratch import ControlResult, ScratchConfig, run_scratch
+from .strategies.base import cold_cost, work_flops
+from .strategies.scratch import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
 from .training import is_main_process
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
@@ -65,7 +65,7 @@ def fit(
     image_column: str | None = None,
     encoding: str = "utf-8",
     scratch: bool = True,
-    scratch_budget: str = "fixed",
+    scratch_budget: str = "work",
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
@@ -77,10 +77,13 @@ def fit(
 
     ``data`` is a built-in dataset name, an image folder, a CSV/JSONL file or a ``Dataset``. The backbone defaults
     to the offline pack for the data's modality. Extra keyword options go to the strategy's config dataclass
-    (e.g. ``head="mlp"``, ``unfreeze="last:2"``). The scratch control runs its own fixed schedule
-    (``scratch_budget="fixed"``: the same seed gives the same numbers) or gets the time the transfer run cost
-    (``"matched"``, counting feature extraction a cache hit saved; its epoch count then depends on this machine's
-    speed and is recorded in run.json). With ``out``, the model is saved to ``out/model`` and the report
+    (e.g. ``head="mlp"``, ``unfreeze="last:2"``). The scratch control gets as much work as the transfer run cost
+    (``scratch_budget="work"``: FLOPs counted the same way on every machine, so the same seed gives the same
+    numbers), its own fixed schedule (``"fixed"``) or the seconds the transfer run cost cold (``"matched"``: its
+    epoch count then depends on this machine's speed). Its result is cached per data, split, seed and settings
+    (beside the feature cache), so a rerun with another strategy or backbone trains it at most once more.
+    ``strategy="auto"`` runs the ladder rungs that fit ``budget`` over ``seeds`` seeds (see ``fit_auto``).
+    With ``out``, the model is saved to ``out/model`` and the report
     to ``out/``; training strategies checkpoint every epoch to ``out/checkpoint`` and ``resume=True`` continues
     from there after an interruption (the checkpoint is removed once the run has finished).
 
@@ -88,8 +91,8 @@ def fit(
     ``transferkit.rank``) and trains the best; with ``top_k`` > 1 it trains the ``top_k`` best and keeps the one with
     the highest validation accuracy (the test set plays no part in the choice).
     """
-    if scratch_budget not in ("matched", "fixed"):
-        raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of matched, fixed.")
+    if scratch_budget not in SCRATCH_BUDGETS:
+        raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     ds = load_data(
         data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
     )
@@ -127,12 +130,15 @@ def fit(
     tried: dict[str, float] = {}
     best = None
     t_all = time.perf_counter()
+    work_all: float | None = 0.0
     for spec in candidates:
         t0 = time.perf_counter()
         bb = create_backbone(spec)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = strat.run(bb, ds, splits, config, ctx)
+        work = work_flops(bb, res.info, splits)
+        work_all = None if work is None or work_all is None else work_all + work
         tried[spec] = float(res.info.get("val_accuracy", float("nan")))
         if best is None or tried[spec] > best[1].info.get("val_accuracy", float("-inf")):
             best = (spec, res, load_s, time.perf_counter() - t0)
@@ -154,9 +160,11 @@ def fit(
         }
     ]
     control: ControlResult | None = None
-    if scratch:
-        budget_s = cold_cost(transfer_s, result.info) if scratch_budget == "matched" else None
-        control = run_scratch(ds, splits, seed=seed, config=ScratchConfig(time_budget_s=budget_s), progress=progress)
+    if scratch:  # choosing among k candidates cost all k runs: the budget counts them all
+        control_config = budget_config(scratch_budget, work_all, cold_cost(transfer_s, result.info))
+        control = run_scratch(
+            ds, splits, seed=seed, config=control_config, progress=progress, cache_dir=cache_dir, use_cache=use_cache
+        )
         metrics["scratch"] = classification_metrics(y_test, control.test_pred, n_classes)
         rows.append(
             {
@@ -169,6 +177,7 @@ def fit(
     record = _record(
         ds, splits, spec, strategy, config, seed, metrics, result.info, result.timings, control, load_s, transfer_s
     )
+    record["scratch_budget"] = {"mode": scratch_budget, "transfer_flops": work_all}
     if ranking is not None:
         record["rank"] = {**ranking.to_dict(), "top_k": top_k, "val_accuracy": tried, "chosen": spec}
     fit_result = FitResult(result.model, metrics, record, Path(out) if out else None, rows)
@@ -260,9 +269,30 @@ def write_run(result: FitResult, out: Path) -> None:
         result.table(),
         "",
         verdict_line(result.metrics),
+        *notes(result.record),
         "",
     ]
     (out / "report.md").write_text("\n".join(text))
+
+
+def notes(record: dict[str, Any]) -> list[str]:
+    """Sentences the report adds below the verdict: a rung that gave way to a cheaper one, the control's budget."""
+    out = []
+    info = record.get("strategy_info", {})
+    if info.get("kept") == "linear-probe" and record.get("strategy") != "linear-probe":
+        out.append(f"The {record['strategy']} run gave way to the linear probe: {info['kept_reason']}.")
+    scratch, budget = record.get("scratch"), record.get("scratch_budget", {})
+    if scratch and "cnn_epochs" in scratch:
+        how = {
+            "work": "the FLOPs the transfer run cost",
+            "fixed": "its own fixed schedule",
+            "matched": "the seconds the transfer run cost on this machine",
+        }.get(budget.get("mode", ""), "")
+        out.append(
+            f"Scratch control: {scratch['cnn_epochs']} CNN epochs ({how}); "
+            f"{'reused from the control cache' if scratch.get('cache') == 'hit' else 'trained in this run'}."
+        )
+    return out
 
 
 def verdict_line(metrics: dict[str, dict[str, float]]) -> str:
@@ -294,3 +324,5 @@ def print_result(result: FitResult) -> None:
         )
     console.print(table)
     console.print(verdict_line(result.metrics))
+    for line in notes(result.record):
+        console.print(line)

@@ -71,7 +71,11 @@ def fit(
     unfreeze: Annotated[str | None, typer.Option(help="finetune: all, last:N or gradual.")] = None,
     epochs: Annotated[int | None, typer.Option(help="finetune: maximum epochs.")] = None,
     lr: Annotated[float | None, typer.Option(help="finetune: peak learning rate of the head.")] = None,
-    lp_ft: Annotated[bool | None, typer.Option("--lp-ft", help="finetune: start from the linear probe's head.")] = None,
+    lp_ft: Annotated[bool | None, typer.Option(
+            "--lp-ft/--no-lp-ft",
+            help="finetune: start from the linear probe's head and keep the probe unless fine-tuning beats it on "
+            "validation (default on); --no-lp-ft starts from a random head.",
+        ),] = None,
     option: Annotated[
         list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
     ] = None,
@@ -91,9 +95,10 @@ def fit(
     scratch_budget: Annotated[
         str,
         typer.Option(
-            help="fixed: scratch runs its own schedule (reproducible); matched: it gets the time the transfer run cost."
+            help="work: scratch gets the FLOPs the transfer run cost (reproducible on any machine); fixed: its own "
+            "40-epoch schedule; matched: the seconds the transfer run cost on this machine."
         ),
-    ] = "fixed",
+    ] = "work",
     cache: Annotated[bool, typer.Option(help="Use the on-disk feature cache.")] = True,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:

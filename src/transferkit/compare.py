@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .backbones import create_backbone
 from .data import load_data, make_splits
 from .errors import TransferkitError
@@ -16,8 +18,8 @@ from .evaluation import Verdict, classification_metrics, mean_ci, verdict
 from .model import TransferModel
 from .progress import out_console
 from .strategies import STRATEGIES, RunContext, make_config
-from .strategies.base import cold_cost
-from .strategies.scratch import ScratchConfig, run_scratch
+from .strategies.base import cold_cost, work_flops
+from .strategies.scratch import SCRATCH_BUDGETS, budget_config, run_scratch
 
 SCRATCH = "scratch"
 
@@ -63,21 +65,53 @@ class CompareResult:
     def verdict_lines(self) -> list[str]:
         return [f"{name}: {v.text}" for name, v in self.verdicts.items()]
 
+    def val_means(self) -> dict[str, float]:
+        """Mean validation accuracy of each strategy over the seeds: what ``best`` is chosen by."""
+        return {
+            name: float(np.mean([r["val_accuracy"] for r in self.runs if r["model"] == name])) for name in self.verdicts
+        }
+
+    def choice_lines(self) -> list[str]:
+        """Which model was kept and why (validation only), and every rung that ended worse than a cheaper one."""
+        means = self.val_means()
+        lines = [
+            f"kept `{self.best}`: the highest mean validation accuracy ({100 * means[self.best]:.1f} %) over "
+            f"{len(self.meta.get('seeds', []))} seeds; test labels played no part in the choice"
+        ]
+        names = list(means)
+        for i, name in enumerate(names):
+            cheaper = [c for c in names[:i] if means[c] > means[name]]
+            if cheaper:
+                c = max(cheaper, key=lambda k: means[k])
+                lines.append(
+                    f"{name} ended worse on validation than the cheaper {c} "
+                    f"({100 * means[name]:.1f} % vs {100 * means[c]:.1f} %)"
+                )
+        return lines
+
     def scratch_line(self) -> str:
         """How the scratch control was budgeted and what it became."""
         runs = [r for r in self.runs if r["model"] == SCRATCH]
         kinds = ", ".join(sorted({r["description"] for r in runs}))
+        works = [r["info"]["work_budget_flops"] for r in runs if r["info"].get("work_budget_flops") is not None]
         budgets = [r["info"]["time_budget_s"] for r in runs if r["info"].get("time_budget_s") is not None]
+        cached = sum(r["info"].get("cache") == "hit" for r in runs)
+        reuse = f"; {cached} of {len(runs)} seeds reused from the control cache" if cached else ""
+        if works:
+            epochs = ", ".join(str(r["info"]["cnn_epochs"]) for r in runs)
+            return (
+                f"scratch control ({kinds}): given the work of the costliest transfer run of each seed, "
+                f"{', '.join(f'{w / 1e12:.2f}' for w in works)} TFLOP; CNN epochs that fit: {epochs}{reuse}"
+            )
         if budgets:
             epochs = ", ".join(str(r["info"]["cnn_epochs"]) for r in runs)
             return (
                 f"scratch control ({kinds}): budget-matched to the costliest transfer run of each seed, "
-                f"{', '.join(f'{b:.0f}' for b in budgets)} s; CNN epochs fitted to it: {epochs}"
+                f"{', '.join(f'{b:.0f}' for b in budgets)} s; CNN epochs fitted to it: {epochs}{reuse}"
             )
-        if any(r.get("budget_s") is not None for r in runs):
-            used = ", ".join(f"{r['wall_s']:.1f}" for r in runs)
-            return f"scratch control ({kinds}): not iterative, trained to convergence in {used} s"
-        return f"scratch control ({kinds}): its own fixed schedule"
+        if self.meta.get("modality") == "text":
+            return f"scratch control ({kinds}): not iterative, trained to convergence{reuse}"
+        return f"scratch control ({kinds}): its own fixed schedule{reuse}"
 
 
 def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -119,7 +153,8 @@ def compare(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     budget: str | float = "10m",
-    scratch_budget: str = "matched",
+    scratch_budget: str = "work",
+    use_cache: bool = True,
 ) -> CompareResult:
     """Run each strategy and the scratch control on the same seeded splits; decide with paired intervals.
 
@@ -127,14 +162,16 @@ def compare(
     ``options`` maps a label to its config options. ``strategies="auto"`` picks the rungs that fit ``budget`` (see
     ``transferkit.auto``). ``scratch_budget="matched"`` gives the scratch control, in each seed, the time the
     costliest transfer run took (counting feature extraction a cache hit saved); ``"fixed"`` runs its own fixed
-    schedule (reproducible bit for bit; matched epoch counts depend on machine speed and are recorded). With
-    ``out``, the best strategy's seed-0 model goes to ``out/model`` and the runs to
-    ``out/compare.json`` and ``out/report.md``. ``backbone="auto"`` ranks the installed packs first (``rank``).
+    schedule; ``"work"`` (default) gives it the FLOPs of the costliest transfer run of each seed (reproducible on
+    any machine). The control is cached (see ``run_scratch``). The strategy kept as ``best`` is the one with the
+    highest mean validation accuracy (the test split is read only for the report). With ``out``, its first-seed
+    model goes to ``out/model`` and the runs to ``out/compare.json`` and ``out/report.md``. ``backbone="auto"``
+    ranks the installed packs first (``rank``).
     """
     from .api import DEFAULT_BACKBONES
 
-    if scratch_budget not in ("matched", "fixed"):
-        raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of matched, fixed.")
+    if scratch_budget not in SCRATCH_BUDGETS:
+        raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     ds = load_data(
         data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
     )
@@ -148,7 +185,7 @@ def compare(
 
         ranked = rank(
             ds, None, controls=False, seed=seed_list[0], val_size=val_size, test_size=test_size,
-            per_class=per_class, max_test=max_test, cache_dir=cache_dir, progress=progress,
+            per_class=per_class, max_test=max_test, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
         )
         spec = ranked.recommended
         notes.append(
@@ -188,15 +225,19 @@ def compare(
         splits = make_splits(
             ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
         )
-        y_test = ds.targets[splits.test]
-        costs = []
+        costs, works = [], []
+        preds: dict[str, Any] = {}
         for label, name in variants.items():
             t0 = time.perf_counter()
             bb = create_backbone(spec)  # fresh pretrained weights for every run: fine-tuning changes them
-            ctx = RunContext(seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, progress=progress)
+            ctx = RunContext(
+                seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, progress=progress
+            )
             result = STRATEGIES.get(name).run(bb, ds, splits, configs[label], ctx)
             wall = time.perf_counter() - t0
             costs.append(cold_cost(wall, result.info))
+            works.append(work_flops(bb, result.info, splits))
+            preds[label] = result.test_pred
             runs.append(
                 {
                     "model": label,
@@ -204,21 +245,32 @@ def compare(
                     "seed": seed,
                     "wall_s": wall,
                     "cost_s": costs[-1],
+                    "work_flops": works[-1],
+                    "val_accuracy": float(result.info.get("val_accuracy", float("nan"))),
+                    "kept": result.info.get("kept", name),
                     "trainable_parameters": result.info.get("trainable_parameters", 0),
-                    **classification_metrics(y_test, result.test_pred, n_classes),
                 }
             )
             if seed == seed_list[0]:
                 models[label] = result.model
+        work = None if any(w is None for w in works) else max(works)
+        control_config = budget_config(scratch_budget, work, max(costs))
+        control = run_scratch(
+            ds, splits, seed=seed, config=control_config, progress=progress, cache_dir=cache_dir, use_cache=use_cache
+        )
+        # every choice of this seed is made: only now are its test labels read, for the report
+        y_test = ds.targets[splits.test]
+        for r in runs[-len(variants) :]:
+            r.update(classification_metrics(y_test, preds[r["model"]], n_classes))
         budget_s = max(costs) if scratch_budget == "matched" else None
-        control = run_scratch(ds, splits, seed=seed, config=ScratchConfig(time_budget_s=budget_s), progress=progress)
         runs.append(
             {
                 "model": SCRATCH,
                 "seed": seed,
                 "wall_s": control.wall_s,
-                "cost_s": control.wall_s,
+                "cost_s": control.info.get("cost_s", control.wall_s),
                 "budget_s": budget_s,
+                "val_accuracy": control.info.get("val_accuracy"),
                 "description": control.description,
                 "trainable_parameters": control.trainable_parameters,
                 "info": {k: v for k, v in control.info.items() if k != "candidates"},
@@ -231,9 +283,13 @@ def compare(
         )
         for label in variants
     }
-    best = max(variants, key=lambda s: verdicts[s].diff)
+    val_mean = {
+        label: float(np.mean([r["val_accuracy"] for r in runs if r["model"] == label])) for label in variants
+    }
+    best = max(variants, key=lambda s: val_mean[s])  # validation only; the first (cheapest) wins ties
     meta = {
         "data": ds.name,
+        "modality": ds.modality,
         "content_hash": ds.content_hash(),
         "backbone": spec,
         "seeds": seed_list,
@@ -270,6 +326,7 @@ def _write(res: CompareResult, out: Path) -> None:
         "",
         *[f"- {line}" for line in res.verdict_lines()],
         f"- {res.scratch_line()}",
+        *[f"- {line}" for line in res.choice_lines()],
         f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
         "",
     ]
@@ -295,3 +352,5 @@ def print_compare(res: CompareResult) -> None:
     for line in res.verdict_lines():
         out_console.print(line)
     out_console.print(res.scratch_line())
+    for line in res.choice_lines():
+        out_console.print(line)

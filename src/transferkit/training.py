@@ -78,6 +78,8 @@ class TrainResult:
     best_epoch: int = -1
     best_val_accuracy: float = -1.0
     resumed_from: int | None = None
+    initial_val_accuracy: float | None = None
+    """Validation accuracy of the starting weights, when they were a candidate (best_epoch -1: no epoch beat them)."""
 
 
 Batcher = Callable[[Sequence[Any], bool, torch.Generator], Any]
@@ -165,12 +167,16 @@ class Trainer:
         resume: bool = False,
         stop_after: int | None = None,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        initial_val_accuracy: float | None = None,
     ) -> TrainResult:
         """Train, keep the best validation epoch's weights in ``model``, and return the learning curve.
 
         ``stop_after`` ends the run after that many epochs of this call (to test resuming; a kill does the same).
         ``loss(logits, indices)`` replaces the (class-weighted) cross-entropy; ``indices`` index ``train_items``
         (distillation looks up cached teacher logits with them; its unlabelled items carry the label -1).
+        ``initial_val_accuracy`` (the starting weights' validation accuracy, already known) makes the starting weights
+        a candidate, kept unless an epoch is strictly better: LP-FT whose fine-tune never beats its own linear probe
+        returns the probe (``best_epoch`` -1).
         """
         cfg = self.config
         if cfg.bn_stats not in ("frozen", "train"):
@@ -198,8 +204,11 @@ class Trainer:
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "trainer.json").is_file():
             start_epoch, best_state = self._load_checkpoint(opt, sched, gen, result)
             result.resumed_from = start_epoch
+        elif initial_val_accuracy is not None:
+            result.best_val_accuracy = result.initial_val_accuracy = float(initial_val_accuracy)
         for epoch in range(start_epoch, cfg.epochs):
-            if cfg.patience is not None and epoch - result.best_epoch > cfg.patience and result.best_epoch >= 0:
+            started = result.best_epoch >= 0 or result.initial_val_accuracy is not None
+            if cfg.patience is not None and epoch - result.best_epoch > cfg.patience and started:
                 break
             if stop_after is not None and epoch - start_epoch >= stop_after:
                 break
@@ -289,6 +298,7 @@ class Trainer:
                 "groups": [g.name for g in self.groups],
                 "best_epoch": result.best_epoch,
                 "best_val_accuracy": result.best_val_accuracy,
+                "initial_val_accuracy": result.initial_val_accuracy,
                 "history": [asdict(r) for r in result.history],
                 "config": asdict(self.config),
                 "seed": self.seed,
@@ -324,6 +334,7 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         result.history = [EpochRecord(**r) for r in meta["history"]]
         result.best_epoch, result.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
+        result.initial_val_accuracy = meta.get("initial_val_accuracy")
         return meta["next_epoch"], load_file(str(self.checkpoint_dir / "best.safetensors"), device=str(self.device))
 
 

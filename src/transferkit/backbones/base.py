@@ -192,6 +192,24 @@ class Backbone(nn.Module):
         """The stages from input to output (fine-tuning unfreezes them from the top)."""
         raise NotImplementedError
 
+    def flops_per_item(self) -> float | None:
+        """Forward FLOPs for one image at the preprocessing size (counted by torch's FLOP counter once, in eval mode);
+        None for texts, whose cost depends on their length."""
+        if not isinstance(self.preprocess, ImagePreprocess):
+            return None
+        if getattr(self, "_flops", None) is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            was_training = self.training
+            self.eval()
+            param = next(self.parameters())
+            x = torch.zeros((1, *self.preprocess.input_size), dtype=param.dtype, device=param.device)
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                self(x)
+            self.train(was_training)
+            self._flops = float(counter.get_total_flops())
+        return self._flops
+
     def unused_modules(self) -> list[nn.Module]:
         """Modules that never feed the features (e.g. the source classifier): always frozen when fine-tuning."""
         return []

@@ -83,7 +83,9 @@ class Adapt:
         info = {**trial.describe(), "select": config.select, "val_accuracy": trial.source_val_accuracy,
                 "target_items": len(items), "test_split": "source (the saved model is for the target)",
                 "trainable_parameters": sum(p.numel() for p in head.parameters()),
-                "cache_saved_s": stats.get("saved_s", 0.0)}
+                "cache_saved_s": stats.get("saved_s", 0.0),
+                "work": {"forward": sum(len(getattr(splits, p)) for p in ("train", "val", "test")) + len(pool),
+                         "train": 0}}
         timings = {"features_s": t1 - t0, "train_s": time.perf_counter() - t1}
         return StrategyResult(TransferModel(backbone, head, ds.classes), test_pred, info, timings)
 

@@ -76,6 +76,17 @@ def cold_cost(wall_s: float, info: dict[str, Any]) -> float:
     return wall_s + float(info.get("cache_saved_s", 0.0))
 
 
+def work_flops(backbone: Backbone, info: dict[str, Any], splits: Splits) -> float | None:
+    """What a run cost in FLOPs of ``backbone`` (forward 1 unit, training step 3 per item), from the item passes
+    the strategy reports in ``info["work"]`` (else one forward pass over every split); None for texts."""
+    per_item = backbone.flops_per_item()
+    if per_item is None:
+        return None
+    n_all = len(splits.train) + len(splits.val) + len(splits.test)
+    work = info.get("work", {"forward": n_all, "train": 0})
+    return per_item * (work["forward"] + 3 * work["train"])
+
+
 def config_dict(config: Any) -> dict[str, Any]:
     return asdict(config)
 
@@ -94,10 +105,14 @@ def train_and_predict(
     on_epoch_start: Callable[[int], None] | None = None,
     extra_items: list[Any] | None = None,
     loss: Callable[..., Any] | None = None,
+    initial_val_accuracy: float | None = None,
+    before_test: Callable[[Any], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
     """Run the training loop on the train/val splits, then predict the test split.
 
     ``extra_items`` join the training items with label -1 (unlabelled; only a custom ``loss`` can use them).
+    ``initial_val_accuracy`` makes the starting weights a candidate (see ``Trainer.fit``); ``before_test`` gets the
+    ``TrainResult`` once every choice is made, before the test split is predicted.
     Returns (test predictions, info for run.json incl. the learning curve, timings).
     """
     import time
@@ -132,17 +147,25 @@ def train_and_predict(
         resume=ctx.resume,
         stop_after=ctx.stop_after,
         loss=loss,
+        initial_val_accuracy=initial_val_accuracy,
     )
+    if before_test is not None:
+        before_test(result)
     model.eval()
     t1 = time.perf_counter()
     test_pred = np.asarray(model.predict_proba(ds.take(splits.test)).argmax(1))
     info = {
-        "best_epoch": result.best_epoch + 1,
+        "best_epoch": result.best_epoch + 1,  # 0: the starting weights (see initial_val_accuracy)
         "val_accuracy": result.best_val_accuracy,
         "epochs_run": len(result.history),
         "resumed_from_epoch": result.resumed_from,
         "learning_curve": [asdict(r) for r in result.history],
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "param_groups": [g.name for g in groups],
+        # item passes through the model (a training step counts as one train pass): the control's work budget
+        "work": {
+            "forward": len(result.history) * len(splits.val) + len(splits.test),
+            "train": len(result.history) * len(items),
+        },
     }
     return test_pred, info, {"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1}

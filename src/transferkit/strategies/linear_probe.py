@@ -79,6 +79,7 @@ class LinearProbe:
                 "cache_saved_s": stats.get("saved_s", 0.0),
                 "extraction": stats.get("engine", "all from cache"),
                 "trainable_parameters": sum(p.numel() for p in fit.head.parameters()),
+                "work": {"forward": len(splits.train) + len(splits.val) + len(splits.test), "train": 0},
             },
             timings={"features_s": t1 - t0, "head_s": t2 - t1},
         )

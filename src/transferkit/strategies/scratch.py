@@ -3,13 +3,22 @@
 Images: the better on validation of ``SmallCNN`` (32 or 64 px, translation augmentation, best validation epoch kept)
 and logistic regression on raw pixels (which, unlike a CNN, does not care whether pixels keep their neighbours).
 Texts: TF-IDF (word 1-2 grams) + logistic regression with C chosen on validation, refit on train + val.
+
+The CNN's budget is a number of epochs, fixed or derived from a work budget in FLOPs (the transfer run's own cost,
+counted the same way on every machine) or, optionally, from seconds. Its learning rate decays per epoch by a
+constant factor, so a run of N epochs is the first N epochs of any longer run: the control is cached once per data,
+split, seed and configuration (``<cache>/control/``) and a later run with another budget reuses or extends it.
 """
 
 from __future__ import annotations
 
-import math
+import hashlib
+import json
+import os
+import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,26 +30,30 @@ from ..backbones.scratch import SmallCNN
 from ..data.dataset import Dataset, Splits
 from ..progress import progress_bar
 
+CONTROL_VERSION = "2"
+
 
 @dataclass
 class ScratchConfig:
-    """Options of the from-scratch control."""
+    """Options of the from-scratch control. The budget is ``work_budget`` if set, else ``time_budget_s`` if set,
+    else the fixed ``epochs``."""
 
     epochs: int = 40
-    """CNN epochs (cosine schedule); the epoch with the best validation accuracy is kept."""
-    patience: int | None = None
-    """Stop after this many epochs without validation improvement (None: run every epoch; early stops on a
-    200-image validation set cut the control short and flatter transfer)."""
+    """CNN epochs of the fixed budget; the epoch with the best validation accuracy is kept."""
     lr: float = 2e-3
-    """AdamW learning rate of the CNN."""
+    """AdamW learning rate of the CNN in its first epoch."""
+    lr_decay: float = 0.95
+    """Per-epoch learning-rate factor (epoch e trains at lr x lr_decay**e, whatever the budget)."""
     batch_size: int = 64
     """CNN batch size."""
+    work_budget: float | None = None
+    """FLOPs the control may spend (forward = 1 unit, training step = 3 per example; validation every epoch and
+    the test prediction included): the CNN gets the whole epochs that fit, at least one, at most ``max_epochs``."""
     time_budget_s: float | None = None
-    """Budget matching: the whole control (decoding, pixel model, CNN) gets this many seconds; the CNN's epoch
-    count (cosine schedule included) is then fitted to what is left after timing its first epoch, up to
-    ``max_epochs`` (None: the fixed ``epochs`` schedule)."""
+    """Seconds for the whole control (decoding, pixel model, CNN epochs as measured when they were trained): the CNN
+    gets the epochs that fit, at least one, at most ``max_epochs``. Depends on this machine's speed."""
     max_epochs: int = 100
-    """Cap on CNN epochs under a time budget."""
+    """Cap on CNN epochs under a work or time budget."""
 
 
 @dataclass
@@ -81,89 +94,150 @@ def _pick_size(ds: Dataset, indices: np.ndarray) -> int:
     return 32 if max(max(s) for s in sample) <= 40 else 64
 
 
-def train_scratch_cnn(
-    ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor], seed: int, config: ScratchConfig, progress: bool = True
-) -> ControlResult:
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    size = xs["train"].shape[-1]
-    y = torch.from_numpy(ds.targets)
-    yt, yv = y[splits.train], y[splits.val]
-    model = SmallCNN(len(ds.classes))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=5e-4)
-    total = config.epochs  # under a time budget: refitted once the first epoch has been timed
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 0.5 * (1 + math.cos(math.pi * min(e, total) / total)))
+_FLOPS: dict[tuple[int, int], float] = {}
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        model.eval()
+
+def cnn_flops(size: int, num_classes: int) -> float:
+    """Forward FLOPs of the control CNN for one image of ``size`` px (counted, not estimated)."""
+    key = (size, num_classes)
+    if key not in _FLOPS:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        model = SmallCNN(num_classes).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, size, size))
+        _FLOPS[key] = float(counter.get_total_flops())
+    return _FLOPS[key]
+
+
+def epochs_for_work(work: float, splits: Splits, size: int, num_classes: int, max_epochs: int) -> int:
+    """Whole CNN epochs that fit ``work`` FLOPs (3 units per training example, 1 per validation example per epoch,
+    the test prediction once); at least 1, at most ``max_epochs``."""
+    f = cnn_flops(size, num_classes)
+    per_epoch = f * (3 * len(splits.train) + len(splits.val))
+    left = work - f * len(splits.test)
+    return int(min(max_epochs, max(1, left // per_epoch)))
+
+
+# ---------------------------------------------------------------------------------------------------- the cache
+
+
+def control_key(ds: Dataset, splits: Splits, seed: int, settings: dict[str, Any]) -> str:
+    """Data (train/val items with labels, test items without) x split x seed x control settings."""
+    h = hashlib.sha256(f"control:{CONTROL_VERSION}:{ds.modality}:{seed}".encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(json.dumps(ds.classes).encode())
+    h.update(ds.content_hash(splits.train).encode())
+    h.update(ds.content_hash(splits.val).encode())
+    for i in splits.test:  # the test labels play no part in the control: they stay out of its key
+        h.update(ds.item_hash(int(i)).encode())
+    return h.hexdigest()[:32]
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class ControlCache:
+    """One folder per key: ``record.json`` (results, per-epoch curve, checksum of the state) and ``state.pt``
+    (CNN weights, optimizer and RNG state to continue training; loaded with ``weights_only=True``)."""
+
+    def __init__(self, root: Path | None, key: str) -> None:
+        self.dir = root / "control" / key if root is not None else None
+
+    def read(self) -> dict[str, Any] | None:
+        if self.dir is None or not (self.dir / "record.json").is_file():
+            return None
+        try:
+            record = json.loads((self.dir / "record.json").read_text())
+            state = self.dir / "state.pt"
+            if record.get("version") != CONTROL_VERSION:
+                return None
+            if record.get("state_sha256") and (not state.is_file() or _sha256_file(state) != record["state_sha256"]):
+                return None
+            return record
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def state(self) -> dict[str, Any]:
+        assert self.dir is not None
+        return torch.load(self.dir / "state.pt", map_location="cpu", weights_only=True)
+
+    def write(self, record: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if self.dir is None:
+            return
+        record = {**record, "version": CONTROL_VERSION}
+        if state is not None:
+            def save(path: Path) -> None:
+                with open(path, "wb") as f:
+                    torch.save(state, f)
+
+            _atomic_write(self.dir / "state.pt", save)
+            record["state_sha256"] = _sha256_file(self.dir / "state.pt")
+        _atomic_write(self.dir / "record.json", lambda p: p.write_text(json.dumps(record)))
+
+
+# ---------------------------------------------------------------------------------------------------- the models
+
+
+class _CNNRun:
+    """The control CNN as a resumable run: epoch e always trains at lr x decay**e on the seed's data order."""
+
+    def __init__(self, num_classes: int, seed: int, config: ScratchConfig, state: dict[str, Any] | None) -> None:
+        self.config = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = SmallCNN(num_classes)
+            self.rng = torch.get_rng_state()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=5e-4)
+        self.gen = torch.Generator().manual_seed(seed)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.gen.set_state(state["generator"])
+            self.rng = state["torch_rng"]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.model.eval()
         with torch.no_grad():
-            return torch.cat([model(_norm(b)).argmax(1) for b in x.split(256)])
+            return torch.cat([self.model(_norm(b)).argmax(1) for b in x.split(256)])
 
-    best = (-1.0, 0, {k: v.clone() for k, v in model.state_dict().items()})
-    epoch = 0
-    with progress_bar("scratch CNN epochs", total, enabled=progress) as bar:
-        while epoch < total:
-            t_epoch = time.perf_counter()
-            model.train()
-            for idx in torch.randperm(len(yt), generator=gen).split(config.batch_size):
-                opt.zero_grad()
-                xb = _shift(_norm(xs["train"][idx]), gen, pad=max(2, size // 16))
-                nn.functional.cross_entropy(model(xb), yt[idx]).backward()
-                opt.step()
-            acc = float((predict(xs["val"]) == yv).float().mean())
-            if epoch == 0 and config.time_budget_s is not None:
-                per_epoch = time.perf_counter() - t_epoch
-                total = int(min(config.max_epochs, max(1, config.time_budget_s // max(per_epoch, 1e-9))))
-                bar.set_total(total)
-            sched.step()
-            bar.advance()
-            if acc > best[0]:
-                best = (acc, epoch, {k: v.clone() for k, v in model.state_dict().items()})
-            elif config.patience is not None and epoch - best[1] >= config.patience:
-                epoch += 1
-                break
-            epoch += 1
-    model.load_state_dict(best[2])
-    return ControlResult(
-        test_pred=predict(xs["test"]).numpy(),
-        description=f"small CNN from random init ({size}px)",
-        trainable_parameters=sum(p.numel() for p in model.parameters()),
-        wall_s=time.perf_counter() - t0,
-        info={"epochs": epoch, "best_epoch": best[1] + 1, "val_accuracy": best[0], "input_px": size},
-    )
+    def train_epoch(self, epoch: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = self.config.lr * self.config.lr_decay**epoch
+        size = x.shape[-1]
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):  # dropout draws from a stream of its own, saved with the state
+            torch.set_rng_state(self.rng)
+            for idx in torch.randperm(len(y), generator=self.gen).split(self.config.batch_size):
+                self.opt.zero_grad()
+                xb = _shift(_norm(x[idx]), self.gen, pad=max(2, size // 16))
+                nn.functional.cross_entropy(self.model(xb), y[idx]).backward()
+                self.opt.step()
+            self.rng = torch.get_rng_state()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": self.rng,
+        }
 
 
-def train_scratch_text(ds: Dataset, splits: Splits, seed: int) -> ControlResult:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    t0 = time.perf_counter()
-    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=100_000)
-    x_train = vec.fit_transform(ds.take(splits.train))
-    x_val = vec.transform(ds.take(splits.val))
-    y = ds.targets
-    best_c, best_acc = 1.0, -1.0
-    for c in (0.1, 1.0, 10.0, 100.0):
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x_train, y[splits.train])
-        acc = float(clf.score(x_val, y[splits.val]))
-        if acc > best_acc:
-            best_c, best_acc = c, acc
-    # like the linear probe: refit on train + val with the chosen C
-    pool = np.concatenate([splits.train, splits.val])
-    x_pool = vec.fit_transform(ds.take(pool))
-    clf = LogisticRegression(C=best_c, max_iter=2000, random_state=seed).fit(x_pool, y[pool])
-    x_test = vec.transform(ds.take(splits.test))
-    return ControlResult(
-        test_pred=clf.predict(x_test),
-        description="TF-IDF (1-2 grams) + logistic regression",
-        trainable_parameters=int(clf.coef_.size + clf.intercept_.size),
-        wall_s=time.perf_counter() - t0,
-        info={"C": best_c, "val_accuracy": best_acc, "vocabulary": len(vec.vocabulary_)},
-    )
-
-
-def train_scratch_pixels(ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor], seed: int) -> ControlResult:
+def train_scratch_pixels(ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor], seed: int) -> dict[str, Any]:
     """Multinomial logistic regression on raw pixels (C chosen on validation, refit on train + val)."""
     from ..heads import fit_linear_probe
 
@@ -173,35 +247,207 @@ def train_scratch_pixels(ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor
     fit = fit_linear_probe(flat["train"], y[splits.train], flat["val"], y[splits.val], len(ds.classes), seed=seed)
     with torch.no_grad():
         pred = fit.head(torch.from_numpy(flat["test"])).argmax(1).numpy()
-    size = xs["train"].shape[-1]
+    return {
+        "test_pred": pred.tolist(),
+        "val_accuracy": fit.val_accuracy,
+        "C": fit.chosen["C"],
+        "trainable_parameters": sum(p.numel() for p in fit.head.parameters()),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _target_epochs(config: ScratchConfig, record: dict[str, Any], splits: Splits, num_classes: int) -> int | None:
+    """Epochs this budget buys; None under a time budget whose cached epochs do not tell yet."""
+    if config.work_budget is not None:
+        return epochs_for_work(config.work_budget, splits, record["input_px"], num_classes, config.max_epochs)
+    if config.time_budget_s is None:
+        return config.epochs
+    spent = record["decode_s"] + record["pixels"]["seconds"]
+    for e, seconds in enumerate(record["epoch_s"]):
+        spent += seconds
+        if spent > config.time_budget_s:
+            return max(1, e)
+    return None if len(record["epoch_s"]) < config.max_epochs else config.max_epochs
+
+
+def _image_control(
+    ds: Dataset, splits: Splits, seed: int, config: ScratchConfig, progress: bool, cache_root: Path | None
+) -> ControlResult:
+    t0 = time.perf_counter()
+    size = _pick_size(ds, splits.train)
+    settings = {
+        k: v for k, v in asdict(config).items() if k in ("lr", "lr_decay", "batch_size")
+    } | {"input_px": size, "model": "SmallCNN(32)"}
+    cache = ControlCache(cache_root, control_key(ds, splits, seed, settings))
+    record = cache.read()
+    status = "hit" if record is not None else "miss"
+    xs: dict[str, torch.Tensor] | None = None
+    y = torch.from_numpy(ds.targets)
+    n_classes = len(ds.classes)
+
+    def decoded() -> dict[str, torch.Tensor]:
+        nonlocal xs
+        if xs is None:
+            xs = {p: _image_tensor(ds, getattr(splits, p), size) for p in ("train", "val", "test")}
+        return xs
+
+    if record is None:
+        td = time.perf_counter()
+        decoded()
+        decode_s = time.perf_counter() - td
+        record = {
+            "input_px": size,
+            "decode_s": decode_s,
+            "pixels": train_scratch_pixels(ds, splits, decoded(), seed),
+            "val_accuracy": [],
+            "epoch_s": [],
+            "test_pred": {},
+        }
+    target = _target_epochs(config, record, splits, n_classes)
+    trained = len(record["val_accuracy"])
+    if target is None or target > trained:
+        if status == "hit":
+            status = "extended"
+        run = _CNNRun(n_classes, seed, config, cache.state() if trained else None)
+        x = decoded()
+        total = target if target is not None else config.max_epochs
+        with progress_bar("scratch CNN epochs", total, enabled=progress) as bar:
+            bar.advance(trained)
+            epoch = trained
+            while epoch < total:
+                te = time.perf_counter()
+                run.train_epoch(epoch, x["train"], y[splits.train])
+                acc = float((run.predict(x["val"]) == y[splits.val]).float().mean())
+                if acc > max(record["val_accuracy"], default=-1.0):  # a new best: keep its test predictions
+                    record["test_pred"][str(epoch)] = run.predict(x["test"]).tolist()
+                record["val_accuracy"].append(acc)
+                record["epoch_s"].append(time.perf_counter() - te)
+                epoch += 1
+                bar.advance()
+                if target is None:
+                    target = _target_epochs(config, record, splits, n_classes)
+                    if target is not None:
+                        total = target
+                        bar.set_total(total)
+        cache.write(record, run.state())
+    assert target is not None
+    curve = record["val_accuracy"][:target]
+    best_epoch = int(np.argmax(curve))  # the first best: always an epoch whose test predictions were kept
+    pixels = record["pixels"]
+    cnn_params = sum(p.numel() for p in SmallCNN(n_classes).parameters())
+    f = cnn_flops(size, n_classes)
+    flops = f * (target * (3 * len(splits.train) + len(splits.val)) + len(splits.test))
+    cost_s = record["decode_s"] + pixels["seconds"] + sum(record["epoch_s"][:target])
+    common = {
+        "cnn_epochs": target,
+        "cnn_best_epoch": best_epoch + 1,
+        "input_px": size,
+        "candidates": {
+            f"logistic regression on raw pixels ({size}px)": pixels["val_accuracy"],
+            f"small CNN from random init ({size}px)": curve[best_epoch],
+        },
+        "cache": status,
+        "cost_s": cost_s,
+        "cnn_flops": flops,
+    }
+    if config.work_budget is not None:
+        common["work_budget_flops"] = config.work_budget
+    if config.time_budget_s is not None:
+        common["time_budget_s"] = config.time_budget_s
+    if curve[best_epoch] > pixels["val_accuracy"]:  # the simpler model wins ties
+        return ControlResult(
+            np.asarray(record["test_pred"][str(best_epoch)]),
+            f"small CNN from random init ({size}px)",
+            cnn_params,
+            time.perf_counter() - t0,
+            {"val_accuracy": curve[best_epoch], **common},
+        )
     return ControlResult(
-        test_pred=pred,
-        description=f"logistic regression on raw pixels ({size}px)",
-        trainable_parameters=sum(p.numel() for p in fit.head.parameters()),
+        np.asarray(pixels["test_pred"]),
+        f"logistic regression on raw pixels ({size}px)",
+        int(pixels["trainable_parameters"]),
+        time.perf_counter() - t0,
+        {"val_accuracy": pixels["val_accuracy"], "C": pixels["C"], **common},
+    )
+
+
+def _text_control(ds: Dataset, splits: Splits, seed: int, cache_root: Path | None) -> ControlResult:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    cache = ControlCache(cache_root, control_key(ds, splits, seed, {"model": "tfidf-1-2+logreg"}))
+    record = cache.read()
+    status = "hit"
+    if record is None:
+        status = "miss"
+        vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, max_features=100_000)
+        x_train = vec.fit_transform(ds.take(splits.train))
+        x_val = vec.transform(ds.take(splits.val))
+        y = ds.targets
+        best_c, best_acc = 1.0, -1.0
+        for c in (0.1, 1.0, 10.0, 100.0):
+            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x_train, y[splits.train])
+            acc = float(clf.score(x_val, y[splits.val]))
+            if acc > best_acc:
+                best_c, best_acc = c, acc
+        # like the linear probe: refit on train + val with the chosen C
+        pool = np.concatenate([splits.train, splits.val])
+        x_pool = vec.fit_transform(ds.take(pool))
+        clf = LogisticRegression(C=best_c, max_iter=2000, random_state=seed).fit(x_pool, y[pool])
+        record = {
+            "test_pred": clf.predict(vec.transform(ds.take(splits.test))).tolist(),
+            "trainable_parameters": int(clf.coef_.size + clf.intercept_.size),
+            "info": {"C": best_c, "val_accuracy": best_acc, "vocabulary": len(vec.vocabulary_)},
+            "seconds": time.perf_counter() - t0,
+        }
+        cache.write(record, None)
+    return ControlResult(
+        test_pred=np.asarray(record["test_pred"]),
+        description="TF-IDF (1-2 grams) + logistic regression",
+        trainable_parameters=record["trainable_parameters"],
         wall_s=time.perf_counter() - t0,
-        info={"C": fit.chosen["C"], "val_accuracy": fit.val_accuracy, "input_px": size},
+        info={**record["info"], "cache": status, "cost_s": record["seconds"]},
     )
 
 
 def run_scratch(
-    ds: Dataset, splits: Splits, seed: int = 0, config: ScratchConfig | None = None, progress: bool = True
+    ds: Dataset,
+    splits: Splits,
+    seed: int = 0,
+    config: ScratchConfig | None = None,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
 ) -> ControlResult:
-    """Train the control for this modality on ``splits`` and predict its test split."""
+    """Train (or reuse from the cache) the control for this modality on ``splits`` and predict its test split.
+
+    Texts: TF-IDF + logistic regression, which is not iterative: a budget does not apply. ``cache_dir`` defaults to
+    the feature cache's folder; ``use_cache=False`` neither reads nor writes it.
+    """
+    from ..features import default_cache_dir
+
     config = config or ScratchConfig()
-    budget = config.time_budget_s
-    if ds.modality == "text":  # not iterative: TF-IDF + logistic regression has no budget to fill
-        return train_scratch_text(ds, splits, seed)
-    t0 = time.perf_counter()
-    size = _pick_size(ds, splits.train)
-    xs = {p: _image_tensor(ds, getattr(splits, p), size) for p in ("train", "val", "test")}
-    pixels = train_scratch_pixels(ds, splits, xs, seed)
-    if config.time_budget_s is not None:  # decoding and the pixel model count against the budget too
-        config = replace(config, time_budget_s=max(0.0, config.time_budget_s - (time.perf_counter() - t0)))
-    candidates = [pixels, train_scratch_cnn(ds, splits, xs, seed, config, progress)]
-    best = max(candidates, key=lambda c: c.info["val_accuracy"])  # first (the simpler) wins ties
-    best.wall_s = time.perf_counter() - t0
-    best.info["candidates"] = {c.description: c.info["val_accuracy"] for c in candidates}
-    best.info["cnn_epochs"] = candidates[1].info["epochs"]
-    if config.time_budget_s is not None:
-        best.info["time_budget_s"] = budget
-    return best
+    root = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
+    if ds.modality == "text":
+        return _text_control(ds, splits, seed, root)
+    return _image_control(ds, splits, seed, config, progress, root)
+
+
+
+SCRATCH_BUDGETS = ("work", "fixed", "matched")
+
+
+def budget_config(mode: str, work_flops: float | None, cold_s: float) -> ScratchConfig:
+    """The control's config for a budget mode: ``work`` (default: the FLOPs the transfer run cost, the same on every
+    machine), ``fixed`` (its own 40 epochs) or ``matched`` (the seconds the transfer run cost cold, on this
+    machine). Texts' control is not iterative: every mode is the same for them."""
+    from ..errors import TransferkitError
+
+    if mode not in SCRATCH_BUDGETS:
+        raise TransferkitError(f"scratch_budget={mode!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
+    if mode == "work" and work_flops is not None:
+        return ScratchConfig(work_budget=work_flops)
+    if mode == "matched":
+        return ScratchConfig(time_budget_s=cold_s)
+    return ScratchConfig()
