@@ -28,6 +28,7 @@ RUNGS = {
     "last-2": ("finetune", {"unfreeze": "last:2"}),
     "full": ("finetune", {"unfreeze": "all"}),
     "lora": ("lora", {}),
+    "default-ft": ("finetune", {}),  # `fit --strategy finetune` as a user gets it: every default, epochs included
 }
 
 
@@ -50,7 +51,11 @@ def main() -> None:
         ds, backbone = subset(load_builtin("fashion-mnist"), args.per_class, args.test), "pack:efficientnet-lite0"
     else:
         ds, backbone = load_builtin("tweets"), "pack:minilm-l6"
-    options = {r: {**RUNGS[r][1], "epochs": args.epochs} for r in rungs if RUNGS[r][0] != "linear-probe"}
+    options = {
+        r: {**RUNGS[r][1], **({} if r == "default-ft" else {"epochs": args.epochs})}
+        for r in rungs
+        if RUNGS[r][0] != "linear-probe"
+    }
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
         res = compare(
@@ -72,6 +77,16 @@ def main() -> None:
     print(res.table())
     print("\n" + "\n".join(res.verdict_lines()))
     print(res.scratch_line())
+    print("\n".join(res.choice_lines()))
+    for r in rungs:
+        if RUNGS[r][0] == "finetune":
+            kept = [run["kept"] for run in res.runs if run["model"] == r]
+            print(f"{r}: the probe was kept on {kept.count('linear-probe')} of {len(kept)} seeds")
+    probe = {run["seed"]: run["accuracy"] for run in res.runs if run["model"] == "linear-probe"}
+    for r in rungs:
+        if r != "linear-probe" and probe:
+            diffs = [100 * (run["accuracy"] - probe[run["seed"]]) for run in res.runs if run["model"] == r]
+            print(f"{r} - linear-probe test accuracy per seed: {', '.join(f'{d:+.1f}' for d in diffs)} points")
 
 
 if __name__ == "__main__":

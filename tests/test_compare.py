@@ -154,8 +154,9 @@ def test_cli_fit_auto(image_folder, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    record = json.loads((tmp_path / "auto" / "compare.json").read_text())
-    assert record["auto_plan"] and "linear-probe" in record["verdicts"]
+    record = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert record["strategy"] == "auto" and record["seeds"] == [0, 1]
+    assert record["compare"]["auto_plan"] and "linear-probe" in record["compare"]["verdicts"]
 
 
 def test_variants_of_one_strategy_and_a_budget_matched_scratch(image_folder):

@@ -37,6 +37,8 @@ class FitResult:
     record: dict[str, Any]
     out: Path | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    compare: Any = None
+    """With ``strategy="auto"``: the ``CompareResult`` of the ladder (every rung x seed against scratch)."""
 
     def table(self) -> str:
         """The comparison as a markdown table."""
@@ -71,6 +73,8 @@ def fit(
     progress: bool = True,
     resume: bool = False,
     top_k: int = 1,
+    seeds: int = 3,
+    budget: str | float = "10m",
     **strategy_options: Any,
 ) -> FitResult:
     """Train ``strategy`` on ``backbone`` over ``data`` and compare it with a from-scratch control.
@@ -82,7 +86,9 @@ def fit(
     numbers), its own fixed schedule (``"fixed"``) or the seconds the transfer run cost cold (``"matched"``: its
     epoch count then depends on this machine's speed). Its result is cached per data, split, seed and settings
     (beside the feature cache), so a rerun with another strategy or backbone trains it at most once more.
-    ``strategy="auto"`` runs the ladder rungs that fit ``budget`` over ``seeds`` seeds (see ``fit_auto``).
+    ``strategy="auto"`` runs the ladder rungs that fit ``budget`` (see ``transferkit.auto``), each over ``seeds``
+    seeds from ``seed`` on, against the control, and keeps the rung with the best mean validation accuracy; options
+    go to every rung that has them (an option no rung has is an error).
     With ``out``, the model is saved to ``out/model`` and the report
     to ``out/``; training strategies checkpoint every epoch to ``out/checkpoint`` and ``resume=True`` continues
     from there after an interruption (the checkpoint is removed once the run has finished).
@@ -96,6 +102,25 @@ def fit(
     ds = load_data(
         data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
     )
+    if strategy == "auto":
+        if resume:
+            raise TransferkitError(
+                "resume does not apply to strategy auto: rerun it (cached features and controls make that cheap) "
+                "or resume one strategy."
+            )
+        if top_k != 1:
+            raise TransferkitError(
+                "top_k does not apply to strategy auto: with backbone='auto' it trains the top-ranked backbone."
+            )
+        if not scratch:
+            raise TransferkitError("strategy auto always runs the scratch control: the ladder is judged against it.")
+        if seeds < 1:
+            raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
+        return _fit_auto(
+            ds, backbone, out=out, seeds=list(range(seed, seed + seeds)), budget=budget, per_class=per_class,
+            val_size=val_size, test_size=test_size, max_test=max_test, scratch_budget=scratch_budget,
+            cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
+        )
     strat = STRATEGIES.get(strategy)
     config = make_config(strat, strategy_options)
     splits = make_splits(ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
@@ -186,6 +211,55 @@ def fit(
         if checkpoint is not None and checkpoint.exists():
             shutil.rmtree(checkpoint)
     return fit_result
+
+
+def _fit_auto(ds: Dataset, backbone: str | None, *, out: str | Path | None, seeds: list[int], **kw: Any) -> FitResult:
+    """The ladder through ``compare``, written as a fit: model, run.json (with the whole comparison), report.md."""
+    from .compare import SCRATCH, compare, compare_record, report_lines
+
+    options = kw.pop("options")
+    res = compare(ds, backbone, "auto", seeds, common_options=options or None, **kw)
+    first = [r for r in res.runs if r["seed"] == seeds[0]]
+    pick = next(r for r in first if r["model"] == res.best)
+    control = next(r for r in first if r["model"] == SCRATCH)
+    keys = ("accuracy", "macro_f1")
+    metrics = {"transfer": {k: pick[k] for k in keys}, "scratch": {k: control[k] for k in keys}}
+    rows = [
+        {"name": r["model"], "accuracy": r["accuracy"][0], "macro_f1": r["macro_f1"][0], "wall_s": r["wall_s"],
+         "trainable_parameters": r["trainable_parameters"]}
+        for r in res.summary()
+    ]
+    import torch
+
+    splits = make_splits(ds, seed=seeds[0], val_size=kw["val_size"], test_size=kw["test_size"],
+                         per_class=kw["per_class"], max_test=kw["max_test"])
+    record = {
+        "transferkit_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": {"name": ds.name, "modality": ds.modality, "classes": ds.classes, "size": len(ds),
+                 "content_hash": ds.content_hash(), "splits": splits.to_dict()},
+        "backbone": res.meta["backbone"],
+        "strategy": "auto",
+        "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
+                   "by": "mean validation accuracy over the seeds"},
+        "config": {"budget": kw["budget"], "options": options, "scratch_budget": kw["scratch_budget"],
+                   "configs": res.meta["configs"]},
+        "seed": seeds[0],
+        "seeds": seeds,
+        "metrics": metrics,
+        "compare": compare_record(res),
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "machine": platform.machine(), "threads": torch.get_num_threads()},
+    }
+    assert res.model is not None
+    result = FitResult(res.model, metrics, record, Path(out) if out else None, rows, compare=res)
+    if out is not None and is_main_process():
+        target = Path(out)
+        target.mkdir(parents=True, exist_ok=True)
+        res.model.save(target / "model")
+        (target / "run.json").write_text(json.dumps(record, indent=2, default=str))
+        (target / "report.md").write_text("\n".join(report_lines(res, "transferkit fit --strategy auto")))
+    return result
 
 
 def _summarise(value: Any) -> Any:

@@ -80,7 +80,9 @@ def fit(
         list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/checkpoint.")] = False,
-    seeds: Annotated[int, typer.Option(help="With --strategy auto: seeds per rung.")] = 3,
+    seeds: Annotated[
+        int, typer.Option(help="With --strategy auto: seeds per rung (--seed, --seed + 1, ...).")
+    ] = 3,
     budget: Annotated[str, typer.Option(help="With --strategy auto: time budget, e.g. 10m.")] = "10m",
     text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
     image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
@@ -106,27 +108,6 @@ def fit(
     from .api import fit as run_fit
     from .api import print_result
 
-    if strategy == "auto":  # the ladder rungs that fit the budget, K seeds each, against scratch
-        if option:
-            _fail(TransferkitError("--set does not apply to --strategy auto; use `transferkit compare` for that."))
-        name = Path(data).stem if Path(data).exists() else data
-        compare(
-            data,
-            strategies="auto",
-            seeds=seeds,
-            backbone=backbone,
-            out=out or Path("runs") / name,
-            option=None,
-            per_class=per_class,
-            max_test=max_test,
-            text_column=text_column,
-            image_column=image_column,
-            label_column=label_column,
-            quiet=quiet,
-            budget=budget,
-            scratch_budget="matched",
-        )
-        return
     try:
         name = Path(data).stem if Path(data).exists() else data
         given = {"head": head, "unfreeze": unfreeze, "epochs": epochs, "lr": lr, "lp_ft": lp_ft}
@@ -151,12 +132,19 @@ def fit(
             progress=not quiet,
             resume=resume,
             top_k=top_k,
+            seeds=seeds,
+            budget=budget,
             **options,
         )
     except TransferkitError as e:
         _fail(e)
         return
-    print_result(result)
+    if result.compare is not None:
+        from .compare import print_compare
+
+        print_compare(result.compare)
+    else:
+        print_result(result)
     typer.echo(f"saved model to {result.out / 'model'} (report: {result.out / 'report.md'})")
 
 
@@ -186,9 +174,10 @@ def compare(
     scratch_budget: Annotated[
         str,
         typer.Option(
-            help="matched: scratch gets the time of the costliest transfer run of each seed; fixed: its own schedule."
+            help="work: scratch gets the FLOPs of the costliest transfer run of each seed (reproducible); fixed: its "
+            "own 40-epoch schedule; matched: the seconds of the costliest run on this machine."
         ),
-    ] = "matched",
+    ] = "work",
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
     from .compare import compare as run_compare

@@ -155,6 +155,7 @@ def compare(
     budget: str | float = "10m",
     scratch_budget: str = "work",
     use_cache: bool = True,
+    common_options: dict[str, Any] | None = None,
 ) -> CompareResult:
     """Run each strategy and the scratch control on the same seeded splits; decide with paired intervals.
 
@@ -166,7 +167,8 @@ def compare(
     any machine). The control is cached (see ``run_scratch``). The strategy kept as ``best`` is the one with the
     highest mean validation accuracy (the test split is read only for the report). With ``out``, its first-seed
     model goes to ``out/model`` and the runs to ``out/compare.json`` and ``out/report.md``. ``backbone="auto"``
-    ranks the installed packs first (``rank``).
+    ranks the installed packs first (``rank``). ``common_options`` go to every strategy whose config has them (an
+    option that none has is an error).
     """
     from .api import DEFAULT_BACKBONES
 
@@ -208,13 +210,35 @@ def compare(
         )
         strategies = plan.strategies
         notes += plan.notes
-        options = {k: {**v, **(options or {}).get(k, {})} for k, v in plan.options.items()}
+        plan_options = plan.options
         if progress:
             out_console.print("auto: " + "; ".join(notes))
+    else:
+        plan_options = {}
     variants = parse_variants(list(strategies))
     unknown = sorted(set(options or {}) - set(variants))
     if unknown:
         raise TransferkitError(f"Options given for {', '.join(unknown)}, which is not among {', '.join(variants)}.")
+    if common_options:
+        from dataclasses import fields
+
+        has = {label: {f.name for f in fields(STRATEGIES.get(name).Config)} for label, name in variants.items()}
+        unused = sorted(k for k in common_options if not any(k in h for h in has.values()))
+        if unused:
+            raise TransferkitError(
+                f"Option(s) {', '.join(unused)} apply to none of the strategies run ({', '.join(variants)})."
+            )
+    else:
+        has, common_options = {label: set() for label in variants}, {}
+    # a rung's own options > options for every rung > what the auto plan chose
+    options = {
+        label: {
+            **plan_options.get(label, {}),
+            **{k: v for k, v in common_options.items() if k in has[label]},
+            **(options or {}).get(label, {}),
+        }
+        for label in variants
+    }
     configs = {
         label: make_config(STRATEGIES.get(name), (options or {}).get(label, {})) for label, name in variants.items()
     }
@@ -306,19 +330,21 @@ def compare(
     return res
 
 
-def _write(res: CompareResult, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    if res.model is not None:
-        res.model.save(out / "model")
-    record = {
+def compare_record(res: CompareResult) -> dict[str, Any]:
+    """What compare.json holds (and run.json's ``compare`` part for ``fit --strategy auto``)."""
+    return {
         **res.meta,
         "runs": res.runs,
         "verdicts": {k: asdict(v) | {"text": v.text} for k, v in res.verdicts.items()},
+        "val_accuracy_mean": res.val_means(),
         "best": res.best,
     }
-    (out / "compare.json").write_text(json.dumps(record, indent=2, default=str))
-    text = [
-        f"# transferkit compare: {res.meta['data']}",
+
+
+def report_lines(res: CompareResult, title: str = "transferkit compare") -> list[str]:
+    """The markdown report: table, verdicts, the control's budget, what was kept and why."""
+    return [
+        f"# {title}: {res.meta['data']}",
         "",
         f"- backbone `{res.meta['backbone']}`, seeds {res.meta['seeds']}, data hash `{res.meta['content_hash']}`",
         "",
@@ -330,7 +356,14 @@ def _write(res: CompareResult, out: Path) -> None:
         f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
         "",
     ]
-    (out / "report.md").write_text("\n".join(text))
+
+
+def _write(res: CompareResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if res.model is not None:
+        res.model.save(out / "model")
+    (out / "compare.json").write_text(json.dumps(compare_record(res), indent=2, default=str))
+    (out / "report.md").write_text("\n".join(report_lines(res)))
 
 
 def print_compare(res: CompareResult) -> None:

@@ -138,7 +138,7 @@ class Finetune:
             if probe is None or result.best_epoch >= 0:
                 return
             refit = fit_linear_probe(
-                feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes), c_grid=(probe.chosen["C"],)
+                feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes)
             )
             with torch.no_grad():
                 head.load_state_dict(refit.head.state_dict())
