@@ -160,3 +160,14 @@ def test_cli_fit_auto_honours_its_options(image_folder: Path, tmp_path: Path, sp
     bad = CliRunner().invoke(app, ["fit", str(image_folder), "--strategy", "auto", "--resume", "--quiet",
                                    "--backbone", spec, "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "resume does not apply to strategy auto" in bad.stderr
+
+
+def test_distill_sweep_choice_ignores_the_test_labels(tmp_path: Path, spec: str) -> None:
+    true, shuffled = _pair()
+    kw = {"seeds": 1, "epochs": 1, "sweep": True, "progress": False}
+    a = transferkit.distill(true, spec, "scratch:cnn?size=16&width=8", cache_dir=tmp_path / "a", **kw)
+    b = transferkit.distill(shuffled, spec, "scratch:cnn?size=16&width=8", cache_dir=tmp_path / "b", **kw)
+    role = "student (distilled)"
+    da, db = a.runs[0][role], b.runs[0][role]
+    assert (da["temperature"], da["alpha"], da["sweep"]) == (db["temperature"], db["alpha"], db["sweep"])
+    assert [a.runs[0][r]["accuracy"] for r in ("teacher", role)] != [b.runs[0][r]["accuracy"] for r in ("teacher", role)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +30,19 @@ def linear_head(in_features: int, num_classes: int) -> nn.Linear:
     return nn.Linear(in_features, num_classes)
 
 
+@contextmanager
+def _threads_for(work: float) -> Iterator[None]:
+    """One intra-op thread for small problems: their matmuls gain nothing from more, and on a busy machine the
+    threads' spin-waits cost 10-30x (a 30-item probe took 11 s with 2 threads beside another job, 0.6 s with 1)."""
+    before = torch.get_num_threads()
+    if work < 5e7:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _logreg_path(
     x: np.ndarray,
     y: np.ndarray,
@@ -39,6 +54,17 @@ def _logreg_path(
 
     Full-batch L-BFGS in float64, warm-started from the previous C's solution (ascending C converges fast).
     """
+    with _threads_for(float(x.shape[0]) * x.shape[1] * num_classes):
+        return _solve_path(x, y, num_classes, c_values, init)
+
+
+def _solve_path(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    c_values: tuple[float, ...],
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     xt = torch.from_numpy(np.ascontiguousarray(x)).double()
     yt = torch.from_numpy(y).long()
     w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
