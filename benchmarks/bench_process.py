@@ -61,9 +61,8 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 def run_recipe(folder: str) -> None:
     """The recipe as its own process: prints one JSON line with its test accuracy and epochs."""
     sys.path.insert(0, str(HERE))
-    from bench_recipe import recipe
-
     import transferkit
+    from bench_recipe import recipe
 
     ds = transferkit.from_folder(folder)
     acc, secs, epochs = recipe(ds, seed=0, val_size=0.2)

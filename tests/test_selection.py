@@ -170,4 +170,5 @@ def test_distill_sweep_choice_ignores_the_test_labels(tmp_path: Path, spec: str)
     role = "student (distilled)"
     da, db = a.runs[0][role], b.runs[0][role]
     assert (da["temperature"], da["alpha"], da["sweep"]) == (db["temperature"], db["alpha"], db["sweep"])
-    assert [a.runs[0][r]["accuracy"] for r in ("teacher", role)] != [b.runs[0][r]["accuracy"] for r in ("teacher", role)]
+    roles = ("teacher", role)
+    assert [a.runs[0][r]["accuracy"] for r in roles] != [b.runs[0][r]["accuracy"] for r in roles]
