@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/transferkit fit fashion-mnist-small --backbone pack:efficientnet-lite0 --out runs/demo
+	$(BIN)/transferkit fit fashion-mnist-small --backbone pack:efficientnet-lite0 --max-test 1000 --out runs/demo
 	$(BIN)/python scripts/demo_samples.py runs/demo/samples
 	$(BIN)/transferkit predict runs/demo/model runs/demo/samples
 
