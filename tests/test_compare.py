@@ -299,3 +299,19 @@ def test_verdict_phrase_names_the_method_and_its_baseline():
     assert Verdict("no clear difference", 0.5, -1.0, 2.0, 5).phrase("distillation", "hard labels alone") == (
         "distillation: no clear difference from hard labels alone, +0.5 points [-1.0, +2.0] (5 seeds)"
     )
+
+
+def test_macro_f1_matches_scikit_learn_including_absent_classes():
+    from sklearn.metrics import f1_score
+
+    from transferkit.evaluation import classification_metrics
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 10):
+        for _ in range(20):
+            y = rng.integers(0, k, 40)
+            pred = rng.integers(0, max(2, k - 1), 40)  # the last class never predicted
+            ours = classification_metrics(y, pred, k)
+            ref = f1_score(y, pred, labels=list(range(k)), average="macro", zero_division=0)
+            assert ours["macro_f1"] == pytest.approx(ref, abs=1e-12)
+            assert ours["accuracy"] == pytest.approx(float((y == pred).mean()))

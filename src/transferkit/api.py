@@ -162,7 +162,7 @@ def fit(
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = strat.run(bb, ds, splits, config, ctx)
-        work = work_flops(bb, res.info, splits)
+        work = work_flops(bb, res.info, splits, cache_dir, use_cache)
         work_all = None if work is None or work_all is None else work_all + work
         tried[spec] = float(res.info.get("val_accuracy", float("nan")))
         if best is None or tried[spec] > best[1].info.get("val_accuracy", float("-inf")):

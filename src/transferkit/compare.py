@@ -260,7 +260,7 @@ def compare(
             result = STRATEGIES.get(name).run(bb, ds, splits, configs[label], ctx)
             wall = time.perf_counter() - t0
             costs.append(cold_cost(wall, result.info))
-            works.append(work_flops(bb, result.info, splits))
+            works.append(work_flops(bb, result.info, splits, cache_dir, use_cache))
             preds[label] = result.test_pred
             runs.append(
                 {

@@ -192,22 +192,52 @@ class Backbone(nn.Module):
         """The stages from input to output (fine-tuning unfreezes them from the top)."""
         raise NotImplementedError
 
-    def flops_per_item(self) -> float | None:
-        """Forward FLOPs for one image at the preprocessing size (counted by torch's FLOP counter once, in eval mode);
-        None for texts, whose cost depends on their length."""
+    def flops_per_item(self, cache_dir: Path | None = None) -> float | None:
+        """Forward FLOPs for one image at the preprocessing size (counted once by torch's FLOP counter, in eval
+        mode); None for texts, whose cost depends on their length. With ``cache_dir`` the count is kept in
+        ``flops.json`` there, keyed by the architecture (parameter names and shapes) and the input size."""
         if not isinstance(self.preprocess, ImagePreprocess):
             return None
-        if getattr(self, "_flops", None) is None:
-            from torch.utils.flop_counter import FlopCounterMode
+        if getattr(self, "_flops", None) is not None:
+            return self._flops
+        import json
 
-            was_training = self.training
-            self.eval()
-            param = next(self.parameters())
-            x = torch.zeros((1, *self.preprocess.input_size), dtype=param.dtype, device=param.device)
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
-                self(x)
-            self.train(was_training)
-            self._flops = float(counter.get_total_flops())
+        sig = hashlib.sha256(json.dumps(self.preprocess.input_size).encode())
+        for name, t in self.state_dict().items():
+            sig.update(f"{name}:{tuple(t.shape)};".encode())
+        key = sig.hexdigest()[:24]
+        store = cache_dir / "flops.json" if cache_dir is not None else None
+        known: dict[str, float] = {}
+        if store is not None and store.is_file():
+            try:
+                known = json.loads(store.read_text())
+            except (OSError, ValueError):
+                known = {}
+        if isinstance(known.get(key), float):
+            self._flops = known[key]
+            return self._flops
+        from torch.utils.flop_counter import FlopCounterMode
+
+        was_training = self.training
+        self.eval()
+        param = next(self.parameters())
+        x = torch.zeros((1, *self.preprocess.input_size), dtype=param.dtype, device=param.device)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            self(x)
+        self.train(was_training)
+        self._flops = float(counter.get_total_flops())
+        if store is not None:
+            import os
+            import tempfile
+
+            try:
+                store.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".tmp-flops-")
+                with os.fdopen(fd, "w") as f:
+                    json.dump({**known, key: self._flops}, f)
+                os.replace(tmp, store)
+            except OSError:
+                pass  # a count not kept is counted again next time
         return self._flops
 
     def unused_modules(self) -> list[nn.Module]:

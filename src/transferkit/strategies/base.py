@@ -76,10 +76,15 @@ def cold_cost(wall_s: float, info: dict[str, Any]) -> float:
     return wall_s + float(info.get("cache_saved_s", 0.0))
 
 
-def work_flops(backbone: Backbone, info: dict[str, Any], splits: Splits) -> float | None:
+def work_flops(
+    backbone: Backbone, info: dict[str, Any], splits: Splits, cache_dir: Path | None = None, use_cache: bool = True
+) -> float | None:
     """What a run cost in FLOPs of ``backbone`` (forward 1 unit, training step 3 per item), from the item passes
     the strategy reports in ``info["work"]`` (else one forward pass over every split); None for texts."""
-    per_item = backbone.flops_per_item()
+    from ..features import default_cache_dir
+
+    root = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
+    per_item = backbone.flops_per_item(root)
     if per_item is None:
         return None
     n_all = len(splits.train) + len(splits.val) + len(splits.test)
