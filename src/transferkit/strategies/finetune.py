@@ -7,10 +7,12 @@ blocks keep their running statistics.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,6 +41,10 @@ class FinetuneConfig(TrainConfig):
     """Backbone learning rate = lr x this (discriminative learning rate)."""
     layer_decay: float | None = None
     """If set (e.g. 0.8), block k from the top learns at a further layer_decay**k x (layer-wise decay)."""
+    keep_margin: float = 1.0
+    """With LP-FT: the fine-tune is kept only if it beats the probe on validation by more than ``keep_margin``
+    standard errors of their paired difference (items only it gets right minus items only the probe gets right,
+    over the square root of their sum); 0: any gain on validation."""
     lp_ft: bool = True
     """LP-FT: fit the linear probe on frozen features first and start fine-tuning from that head; the probe is then
     a candidate too, and is what is kept (refit on train + val, as ``linear-probe`` does) unless a fine-tuned epoch
@@ -110,6 +116,7 @@ class Finetune:
             info["probe_val_accuracy"] = probe.val_accuracy
         t_lp = time.perf_counter() - t0
         model = TransferModel(backbone, head, ds.classes)
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()} if probe is not None else None
         groups = self._groups(backbone, blocks, head, mode, n, config)
         top_first = list(range(len(blocks)))[::-1]
 
@@ -134,18 +141,33 @@ class Finetune:
             return backbone.prepare(items, augment=train and config.augment, generator=gen)
 
         def before_test(result: Any) -> None:
-            """A fine-tune that never beat its probe on validation gives way to the probe, refit like linear-probe."""
-            if probe is None or result.best_epoch >= 0:
+            """A fine-tune that did not clearly beat its probe on validation gives way to the probe, refit like
+            linear-probe (on train + val), on the pretrained backbone."""
+            if probe is None or start is None:
                 return
-            refit = fit_linear_probe(
-                feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes)
-            )
+            y_val = y[splits.val]
+            if result.best_epoch >= 0:
+                with torch.no_grad():
+                    probe_right = probe.head(torch.from_numpy(feats["val"])).argmax(1).numpy() == y_val
+                ft_right = np.asarray(model.predict_proba(ds.take(splits.val))).argmax(1) == y_val
+                only_ft, only_probe = int((ft_right & ~probe_right).sum()), int((probe_right & ~ft_right).sum())
+                info["val_paired"] = {"only_finetune_right": only_ft, "only_probe_right": only_probe}
+                if only_ft - only_probe > config.keep_margin * math.sqrt(only_ft + only_probe):
+                    return
+                reason = (
+                    f"the best fine-tuned epoch beat the linear probe on validation by {only_ft - only_probe} items "
+                    f"({only_ft} only it got right, {only_probe} only the probe), within {config.keep_margin:g} "
+                    "standard error(s) of no difference"
+                )
+            else:
+                reason = f"no fine-tuned epoch beat the linear probe on validation ({probe.val_accuracy:.2%})"
+            model.load_state_dict(start)
+            refit = fit_linear_probe(feats["train"], y[splits.train], feats["val"], y_val, len(ds.classes))
             with torch.no_grad():
                 head.load_state_dict(refit.head.state_dict())
             info["kept"] = "linear-probe"
             info["kept_reason"] = (
-                f"no fine-tuned epoch beat the linear probe on validation ({probe.val_accuracy:.2%}); the saved model "
-                "is the probe (refit on train + val), the backbone unchanged"
+                f"{reason}; the saved model is the probe (refit on train + val), the backbone unchanged"
             )
 
         test_pred, train_info, timings = train_and_predict(
