@@ -277,3 +277,37 @@ def test_lp_ft_is_the_default_and_gives_way_to_the_probe(tmp_path):
     out = transferkit.fit(ds, TIMM_SPEC, "finetune", lr=0.0, epochs=1, batch_size=8, progress=False, out=tmp_path / "r")
     assert "gave way to the linear probe" in (tmp_path / "r" / "report.md").read_text()
     assert out.record["strategy_info"]["kept"] == "linear-probe"
+
+
+def test_a_fine_tune_within_the_margin_gives_way_to_the_probe(monkeypatch):
+    import dataclasses
+
+    from transferkit.strategies import finetune as ft_module
+
+    real = ft_module.fit_linear_probe
+
+    def probe_scored_zero(*args, **kwargs):  # every fine-tuned epoch then "beats" the probe on raw accuracy
+        fit = real(*args, **kwargs)
+        return dataclasses.replace(fit, val_accuracy=0.0) if kwargs.get("refit_on_val") is False else fit
+
+    monkeypatch.setattr(ft_module, "fit_linear_probe", probe_scored_zero)
+    ds = _shades()
+    splits = make_splits(ds, seed=0)
+    torch.manual_seed(123)
+    bb = create_backbone(TIMM_SPEC)
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    ft = STRATEGIES.get("finetune")
+    cfg = make_config(ft, {"lr": 0.05, "epochs": 1, "batch_size": 8, "keep_margin": 1e9})
+    res = ft.run(bb, ds, splits, cfg, RunContext(progress=False))
+    assert res.info["best_epoch"] == 1 and "val_paired" in res.info and res.info["kept"] == "linear-probe"
+    assert "standard error(s) of no difference" in res.info["kept_reason"] and not bb.weights_changed
+    assert all(torch.equal(before[k], v) for k, v in bb.state_dict().items())  # the pretrained backbone is back
+
+
+def test_clearly_better_is_a_paired_margin():
+    from transferkit.strategies.finetune import clearly_better
+
+    assert clearly_better(10, 2, 1.0)  # +8 > sqrt(12)
+    assert not clearly_better(6, 3, 1.0)  # +3 < sqrt(9)
+    assert clearly_better(6, 3, 0.0) and not clearly_better(3, 3, 0.0)  # margin 0: any gain; a tie is no gain
+    assert not clearly_better(0, 0, -1.0)  # no item differs: nothing to prefer the fine-tune for

@@ -68,6 +68,12 @@ def parse_unfreeze(value: str, n_blocks: int) -> tuple[str, int]:
     raise TransferkitError(f"unfreeze={value!r} is not one of all, last:N, gradual.")
 
 
+def clearly_better(only_a: int, only_b: int, margin: float) -> bool:
+    """A beats B on the same items by more than ``margin`` standard errors of the paired difference (McNemar's
+    statistic: items only A gets right minus items only B gets right, over the square root of their sum)."""
+    return only_a - only_b > margin * math.sqrt(only_a + only_b)
+
+
 def freeze(module: nn.Module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)
@@ -152,7 +158,7 @@ class Finetune:
                 ft_right = np.asarray(model.predict_proba(ds.take(splits.val))).argmax(1) == y_val
                 only_ft, only_probe = int((ft_right & ~probe_right).sum()), int((probe_right & ~ft_right).sum())
                 info["val_paired"] = {"only_finetune_right": only_ft, "only_probe_right": only_probe}
-                if only_ft - only_probe > config.keep_margin * math.sqrt(only_ft + only_probe):
+                if clearly_better(only_ft, only_probe, config.keep_margin):
                     return
                 reason = (
                     f"the best fine-tuned epoch beat the linear probe on validation by {only_ft - only_probe} items "
