@@ -192,6 +192,8 @@ class Finetune:
             backbone.mark_changed()
             info["kept"] = "finetune"
         info.update(train_info, blocks=len(blocks), cache_saved_s=stats.get("saved_s", 0.0))
+        if info["kept"] == "linear-probe" and probe is not None:  # the kept model's score is what selection sees
+            info["finetune_val_accuracy"], info["val_accuracy"] = info["val_accuracy"], probe.val_accuracy
         if probe is not None:  # the LP stage's extraction of train and val
             info["work"]["forward"] += len(splits.train) + len(splits.val)
         timings["lp_s"] = t_lp
