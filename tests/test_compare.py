@@ -197,8 +197,8 @@ def test_work_budget_is_the_costliest_run_in_flops_and_reproducible(image_folder
         control = next(r for r in runs if r["model"] == "scratch")
         work = max(r["work_flops"] for r in runs if r["model"] != "scratch")
         assert control["info"]["work_budget_flops"] == work
-        # the control's own FLOPs fit in the budget (unless even one epoch does not: then it gets one)
-        assert control["info"]["cnn_flops"] <= work or control["info"]["cnn_epochs"] == 1
+        # the CNN's own FLOPs fit in its share of the budget (unless even one epoch does not: then it gets one)
+        assert control["info"]["cnn_flops"] <= 0.5 * work or control["info"]["cnn_epochs"] == 1
         assert cnn_flops(control["info"]["input_px"], 3) > 0
     assert "TFLOP" in first.scratch_line()
     # no wall clock in the budget: a fresh cache gives the same control, epoch for epoch
