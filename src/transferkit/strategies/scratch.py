@@ -1,7 +1,8 @@
 """The from-scratch control: a small model from random init on the same splits as the transfer run.
 
 Images: the better on validation of ``SmallCNN`` (32 or 64 px, translation augmentation, best validation epoch kept)
-and logistic regression on the principal components of raw pixels (which, unlike a CNN, does not care whether pixels keep their neighbours).
+and logistic regression on the leading principal components of raw pixels (which, unlike a CNN, does not care
+whether pixels keep their neighbours).
 Texts: TF-IDF (word 1-2 grams) + logistic regression with C chosen on validation, refit on train + val.
 
 The CNN's budget is a number of epochs, fixed or derived from a work budget in FLOPs (the transfer run's own cost,
