@@ -150,18 +150,23 @@ def test_bad_bn_stats_is_a_clear_error():
         _run({"epochs": 1, "bn_stats": "sometimes"})
 
 
+def _linear_trainer(model: nn.Linear, epochs: int, patience: int) -> Trainer:
+    """A Trainer for a linear model on tensor items (the loop's own logic, no backbone)."""
+    return Trainer(
+        model,
+        [ParamGroup("head", list(model.parameters()), 0.5)],
+        lambda items, train, gen: torch.stack(items),
+        TrainConfig(epochs=epochs, batch_size=8, patience=patience),
+        progress=False,
+    )
+
+
 def test_early_stopping_restores_the_best_epoch():
     torch.manual_seed(0)
     x = torch.randn(40, 4)
     y = (x[:, 0] > 0).long().numpy()
     model = nn.Linear(4, 2)
-    trainer = Trainer(
-        model,
-        [ParamGroup("head", list(model.parameters()), 0.5)],
-        lambda items, train, gen: torch.stack(items),
-        TrainConfig(epochs=30, batch_size=8, patience=2),
-        progress=False,
-    )
+    trainer = _linear_trainer(model, epochs=30, patience=2)
     result = trainer.fit(list(x[:30]), y[:30], list(x[30:]), y[30:], 2)
     assert len(result.history) < 30  # stopped early
     assert len(result.history) - 1 - result.best_epoch == 2  # the best epoch, then `patience` epochs without gain
@@ -236,13 +241,7 @@ def test_starting_weights_are_kept_unless_an_epoch_beats_them():
         torch.manual_seed(1)
         model = nn.Linear(4, 2)
         start = model.weight.detach().clone()
-        trainer = Trainer(
-            model,
-            [ParamGroup("head", list(model.parameters()), 0.5)],
-            lambda items, train, gen: torch.stack(items),
-            TrainConfig(epochs=6, batch_size=8, patience=2),
-            progress=False,
-        )
+        trainer = _linear_trainer(model, epochs=6, patience=2)
         return model, start, trainer.fit(list(x[:30]), y[:30], list(x[30:]), y[30:], 2, initial_val_accuracy=initial)
 
     model, start, result = run(1.0)  # nothing beats a perfect start: it is kept, and patience ends the run

@@ -162,7 +162,7 @@ def fit(
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = strat.run(bb, ds, splits, config, ctx)
-        work = work_flops(bb, res.info, splits, cache_dir, use_cache)
+        work = work_flops(bb, res.info, splits, cache_dir, use_cache) if scratch and scratch_budget == "work" else None
         work_all = None if work is None or work_all is None else work_all + work
         tried[spec] = float(res.info.get("val_accuracy", float("nan")))
         if best is None or tried[spec] > best[1].info.get("val_accuracy", float("-inf")):
@@ -229,8 +229,6 @@ def _fit_auto(ds: Dataset, backbone: str | None, *, out: str | Path | None, seed
          "trainable_parameters": r["trainable_parameters"]}
         for r in res.summary()
     ]
-    import torch
-
     splits = make_splits(ds, seed=seeds[0], val_size=kw["val_size"], test_size=kw["test_size"],
                          per_class=kw["per_class"], max_test=kw["max_test"])
     record = {
@@ -248,8 +246,7 @@ def _fit_auto(ds: Dataset, backbone: str | None, *, out: str | Path | None, seed
         "seeds": seeds,
         "metrics": metrics,
         "compare": compare_record(res),
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "threads": torch.get_num_threads()},
+        "environment": _environment(),
     }
     assert res.model is not None
     result = FitResult(res.model, metrics, record, Path(out) if out else None, rows, compare=res)
@@ -288,7 +285,6 @@ def _record(
     """Everything needed to re-run and check the numbers: config, seed, data hash, versions."""
     from dataclasses import asdict
 
-    import torch
 
     return {
         "transferkit_version": __version__,
@@ -318,12 +314,19 @@ def _record(
             if control
             else None
         ),
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-            "threads": torch.get_num_threads(),
-        },
+        "environment": _environment(),
+    }
+
+
+def _environment() -> dict[str, Any]:
+    """Interpreter, torch, machine and thread count: where the numbers of a record came from."""
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
     }
 
 

@@ -67,9 +67,7 @@ class CompareResult:
 
     def val_means(self) -> dict[str, float]:
         """Mean validation accuracy of each strategy over the seeds: what ``best`` is chosen by."""
-        return {
-            name: float(np.mean([r["val_accuracy"] for r in self.runs if r["model"] == name])) for name in self.verdicts
-        }
+        return _val_means(self.runs, list(self.verdicts))
 
     def choice_lines(self) -> list[str]:
         """Which model was kept and why (validation only), and every rung that ended worse than a cheaper one."""
@@ -112,6 +110,10 @@ class CompareResult:
         if self.meta.get("modality") == "text":
             return f"scratch control ({kinds}): not iterative, trained to convergence{reuse}"
         return f"scratch control ({kinds}): its own fixed schedule{reuse}"
+
+
+def _val_means(runs: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, float]:
+    return {name: float(np.mean([r["val_accuracy"] for r in runs if r["model"] == name])) for name in labels}
 
 
 def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -260,7 +262,8 @@ def compare(
             result = STRATEGIES.get(name).run(bb, ds, splits, configs[label], ctx)
             wall = time.perf_counter() - t0
             costs.append(cold_cost(wall, result.info))
-            works.append(work_flops(bb, result.info, splits, cache_dir, use_cache))
+            counted = scratch_budget == "work"  # the FLOPs are counted only for the budget that uses them
+            works.append(work_flops(bb, result.info, splits, cache_dir, use_cache) if counted else None)
             preds[label] = result.test_pred
             runs.append(
                 {
@@ -307,9 +310,7 @@ def compare(
         )
         for label in variants
     }
-    val_mean = {
-        label: float(np.mean([r["val_accuracy"] for r in runs if r["model"] == label])) for label in variants
-    }
+    val_mean = _val_means(runs, list(variants))
     best = max(variants, key=lambda s: val_mean[s])  # validation only; the first (cheapest) wins ties
     meta = {
         "data": ds.name,

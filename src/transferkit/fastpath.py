@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ._files import merge_json
 from .backbones.base import Backbone
 from .errors import TransferkitError
 
@@ -92,16 +92,7 @@ def load_tuning(path: Path, key: str) -> Tuning:
 
 def save_tuning(path: Path, key: str, tuning: Tuning) -> None:
     """Merge one record into the file (atomic replace; a lost race only loses a measurement)."""
-    try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, ValueError):
-        data = {}
-    data[key] = asdict(tuning)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    merge_json(path, key, asdict(tuning), indent=1)
 
 
 def should_compile(remaining_s: float, tuning: Tuning) -> tuple[bool, str]:

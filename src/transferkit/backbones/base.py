@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Sequence
@@ -202,17 +203,14 @@ class Backbone(nn.Module):
             return self._flops
         import json
 
+        from .._files import merge_json, read_json_dict
+
         sig = hashlib.sha256(json.dumps(self.preprocess.input_size).encode())
         for name, t in self.state_dict().items():
             sig.update(f"{name}:{tuple(t.shape)};".encode())
         key = sig.hexdigest()[:24]
         store = cache_dir / "flops.json" if cache_dir is not None else None
-        known: dict[str, float] = {}
-        if store is not None and store.is_file():
-            try:
-                known = json.loads(store.read_text())
-            except (OSError, ValueError):
-                known = {}
+        known = read_json_dict(store) if store is not None else {}
         if isinstance(known.get(key), float):
             self._flops = known[key]
             return self._flops
@@ -227,17 +225,8 @@ class Backbone(nn.Module):
         self.train(was_training)
         self._flops = float(counter.get_total_flops())
         if store is not None:
-            import os
-            import tempfile
-
-            try:
-                store.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=store.parent, prefix=".tmp-flops-")
-                with os.fdopen(fd, "w") as f:
-                    json.dump({**known, key: self._flops}, f)
-                os.replace(tmp, store)
-            except OSError:
-                pass  # a count not kept is counted again next time
+            with contextlib.suppress(OSError):  # a count not kept is counted again next time
+                merge_json(store, key, self._flops)
         return self._flops
 
     def unused_modules(self) -> list[nn.Module]:

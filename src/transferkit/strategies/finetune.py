@@ -48,7 +48,7 @@ class FinetuneConfig(TrainConfig):
     lp_ft: bool = True
     """LP-FT: fit the linear probe on frozen features first and start fine-tuning from that head; the probe is then
     a candidate too, and is what is kept (refit on train + val, as ``linear-probe`` does) unless a fine-tuned epoch
-    beats it on validation. Off: a fresh random head."""
+    beats it on validation by ``keep_margin``. Off: a fresh random head."""
     augment: bool = True
     """Random resized crops and flips for images during training."""
 

@@ -13,10 +13,6 @@ split, seed and configuration (``<cache>/control/``) and a later run with anothe
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +26,7 @@ from ..backbones.base import load_image
 from ..backbones.scratch import SmallCNN
 from ..data.dataset import Dataset, Splits
 from ..progress import progress_bar
-
-CONTROL_VERSION = "3"
+from .scratch_cache import ControlCache, control_key
 
 
 @dataclass
@@ -99,20 +94,27 @@ def _pick_size(ds: Dataset, indices: np.ndarray) -> int:
     return 32 if max(max(s) for s in sample) <= 40 else 64
 
 
-_FLOPS: dict[tuple[int, int], float] = {}
+_SHAPE: dict[tuple[int, int], tuple[float, int]] = {}
+
+
+def _cnn_shape(size: int, num_classes: int) -> tuple[float, int]:
+    """(forward FLOPs for one image of ``size`` px, parameter count) of the control CNN: counted once, on a model
+    built off the caller's random stream."""
+    key = (size, num_classes)
+    if key not in _SHAPE:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.random.fork_rng(devices=[]):
+            model = SmallCNN(num_classes).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, size, size))
+        _SHAPE[key] = (float(counter.get_total_flops()), sum(p.numel() for p in model.parameters()))
+    return _SHAPE[key]
 
 
 def cnn_flops(size: int, num_classes: int) -> float:
     """Forward FLOPs of the control CNN for one image of ``size`` px (counted, not estimated)."""
-    key = (size, num_classes)
-    if key not in _FLOPS:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        model = SmallCNN(num_classes).eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, size, size))
-        _FLOPS[key] = float(counter.get_total_flops())
-    return _FLOPS[key]
+    return _cnn_shape(size, num_classes)[0]
 
 
 def epochs_for_work(work: float, splits: Splits, size: int, num_classes: int, max_epochs: int) -> int:
@@ -122,76 +124,6 @@ def epochs_for_work(work: float, splits: Splits, size: int, num_classes: int, ma
     per_epoch = f * (3 * len(splits.train) + len(splits.val))
     left = work - f * len(splits.test)
     return int(min(max_epochs, max(1, left // per_epoch)))
-
-
-# ---------------------------------------------------------------------------------------------------- the cache
-
-
-def control_key(ds: Dataset, splits: Splits, seed: int, settings: dict[str, Any]) -> str:
-    """Data (train/val items with labels, test items without) x split x seed x control settings."""
-    h = hashlib.sha256(f"control:{CONTROL_VERSION}:{ds.modality}:{seed}".encode())
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    h.update(json.dumps(ds.classes).encode())
-    h.update(ds.content_hash(splits.train).encode())
-    h.update(ds.content_hash(splits.val).encode())
-    for i in splits.test:  # the test labels play no part in the control: they stay out of its key
-        h.update(ds.item_hash(int(i)).encode())
-    return h.hexdigest()[:32]
-
-
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-class ControlCache:
-    """One folder per key: ``record.json`` (results, per-epoch curve, checksum of the state) and ``state.pt``
-    (CNN weights, optimizer and RNG state to continue training; loaded with ``weights_only=True``)."""
-
-    def __init__(self, root: Path | None, key: str) -> None:
-        self.dir = root / "control" / key if root is not None else None
-
-    def read(self) -> dict[str, Any] | None:
-        if self.dir is None or not (self.dir / "record.json").is_file():
-            return None
-        try:
-            record = json.loads((self.dir / "record.json").read_text())
-            state = self.dir / "state.pt"
-            if record.get("version") != CONTROL_VERSION:
-                return None
-            if record.get("state_sha256") and (not state.is_file() or _sha256_file(state) != record["state_sha256"]):
-                return None
-            return record
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def state(self) -> dict[str, Any]:
-        assert self.dir is not None
-        return torch.load(self.dir / "state.pt", map_location="cpu", weights_only=True)
-
-    def write(self, record: dict[str, Any], state: dict[str, Any] | None) -> None:
-        if self.dir is None:
-            return
-        record = {**record, "version": CONTROL_VERSION}
-        if state is not None:
-            def save(path: Path) -> None:
-                with open(path, "wb") as f:
-                    torch.save(state, f)
-
-            _atomic_write(self.dir / "state.pt", save)
-            record["state_sha256"] = _sha256_file(self.dir / "state.pt")
-        _atomic_write(self.dir / "record.json", lambda p: p.write_text(json.dumps(record)))
 
 
 # ---------------------------------------------------------------------------------------------------- the models
@@ -353,8 +285,7 @@ def _image_control(
     curve = record["val_accuracy"][:target]
     best_epoch = int(np.argmax(curve))  # the first best: always an epoch whose test predictions were kept
     pixels = record["pixels"]
-    cnn_params = sum(p.numel() for p in SmallCNN(n_classes).parameters())
-    f = cnn_flops(size, n_classes)
+    f, cnn_params = _cnn_shape(size, n_classes)
     flops = f * (target * (3 * len(splits.train) + len(splits.val)) + len(splits.test))
     cost_s = record["decode_s"] + pixels["seconds"] + sum(record["epoch_s"][:target])
     common = {

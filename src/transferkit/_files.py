@@ -1,0 +1,38 @@
+"""Small file helpers shared by the caches: atomic replacement and a JSON file of records merged by key."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temp file in ``path``'s folder, then rename it over ``path``: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or {} when it is missing or unreadable (a cache starts over)."""
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def merge_json(path: Path, key: str, value: Any, indent: int | None = None) -> None:
+    """Set ``key`` in the JSON object in ``path`` (atomic replace; a lost race only loses one record)."""
+    data = {**read_json_dict(path), key: value}
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=indent)))
