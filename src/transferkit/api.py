@@ -361,7 +361,7 @@ def notes(record: dict[str, Any]) -> list[str]:
     scratch, budget = record.get("scratch"), record.get("scratch_budget", {})
     if scratch and "cnn_epochs" in scratch:
         how = {
-            "work": "the FLOPs the transfer run cost",
+            "work": "half the FLOPs the transfer run cost",
             "fixed": "its own fixed schedule",
             "matched": "the seconds the transfer run cost on this machine",
         }.get(budget.get("mode", ""), "")

@@ -97,8 +97,8 @@ def fit(
     scratch_budget: Annotated[
         str,
         typer.Option(
-            help="work: scratch gets the FLOPs the transfer run cost (reproducible on any machine); fixed: its own "
-            "40-epoch schedule; matched: the seconds the transfer run cost on this machine."
+            help="work: scratch's CNN gets half the FLOPs the transfer run cost (reproducible on any machine); "
+            "fixed: its own 40-epoch schedule; matched: the seconds the transfer run cost on this machine."
         ),
     ] = "work",
     cache: Annotated[bool, typer.Option(help="Use the on-disk feature cache.")] = True,

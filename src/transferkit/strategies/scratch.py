@@ -389,9 +389,9 @@ SCRATCH_BUDGETS = ("work", "fixed", "matched")
 
 
 def budget_config(mode: str, work_flops: float | None, cold_s: float) -> ScratchConfig:
-    """The control's config for a budget mode: ``work`` (default: the FLOPs the transfer run cost, the same on every
-    machine), ``fixed`` (its own 40 epochs) or ``matched`` (the seconds the transfer run cost cold, on this
-    machine). Texts' control is not iterative: every mode is the same for them."""
+    """The control's config for a budget mode: ``work`` (default: the FLOPs the transfer run cost, of which the CNN
+    spends ``work_fraction``; the same on every machine), ``fixed`` (its own 40 epochs) or ``matched`` (the seconds
+    the transfer run cost cold, on this machine). Texts' control is not iterative: every mode is the same for them."""
     from ..errors import TransferkitError
 
     if mode not in SCRATCH_BUDGETS:
