@@ -350,3 +350,78 @@ def test_load_image_errors_name_the_problem(tmp_path):
         load_image(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(DataError, match="HxW or HxWx3"):
         load_image(np.zeros((4, 4, 5), np.uint8))
+
+
+# ---------------------------------------------------------------- deferred backbones (a rerun on cached features)
+
+
+def _fake_pack(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> None:
+    """``pack:fake``: an image pack whose 'weights file' is a tiny timm folder's model.safetensors."""
+    from transferkit.backbones import packs
+    from transferkit.backbones.timm_source import create_timm_from_folder
+
+    def build(_: Path, spec: str):
+        bb = create_timm_from_folder(weights_dir)
+        bb.spec, bb._fingerprint = spec, None
+        return bb
+
+    class FakePack(packs.Pack):
+        def location(self) -> Path:
+            return weights_dir / "model.safetensors"
+
+    monkeypatch.setitem(packs.PACKS, "fake", FakePack("fake-pack", "fake_pack", "", "image", "tiny", build))
+
+
+def test_a_deferred_backbone_reads_cached_features_unbuilt_and_builds_on_first_use(timm_dir, image_folder, cache_dir):
+    from transferkit import from_folder
+    from transferkit.backbones.timm_source import TimmBackbone
+    from transferkit.features import extract_features
+
+    eager = create_backbone(str(timm_dir))
+    lazy = TimmBackbone.deferred(eager.spec, eager.describe(), lambda: create_backbone(str(timm_dir)))
+    assert not lazy.is_built
+    assert (lazy.fingerprint(), lazy.num_parameters(), lazy.feature_dim) == (
+        eager.fingerprint(), eager.num_parameters(), eager.feature_dim
+    )
+    flops = eager.flops_per_item(cache_dir)
+    assert lazy.flops_per_item(cache_dir) == flops and not lazy.is_built  # its FLOP key is in the description
+    ds = from_folder(image_folder)
+    idx = list(range(6))
+    want, hit = extract_features(eager, ds, idx, cache_dir=cache_dir, progress=False)
+    got, hit = extract_features(lazy, ds, idx, cache_dir=cache_dir, progress=False)
+    assert hit and not lazy.is_built
+    np.testing.assert_array_equal(got, want)
+    lazy.freeze()
+    items = ds.take(idx)
+    torch.testing.assert_close(lazy.embed(items), eager.embed(items))  # built now, by its first forward pass
+    assert lazy.is_built and lazy.num_parameters() == eager.num_parameters()
+    assert lazy.is_built and not any(p.requires_grad for p in lazy.parameters())
+    assert list(lazy.state_dict()) == list(eager.state_dict())
+
+
+def test_a_deferred_backbone_refuses_weights_that_no_longer_match_its_description(timm_dir, tmp_path):
+    from transferkit.backbones.timm_source import TimmBackbone
+
+    eager = create_backbone(str(timm_dir))
+    other = make_timm_folder(tmp_path / "other", seed=1)
+    lazy = TimmBackbone.deferred(eager.spec, eager.describe(), lambda: create_backbone(str(other)))
+    with pytest.raises(TransferkitError, match="no longer match the description"):
+        lazy.build()
+
+
+def test_a_described_pack_comes_back_deferred_until_its_weights_file_changes(timm_dir, tmp_path, monkeypatch):
+    import shutil
+
+    weights = shutil.copytree(timm_dir, tmp_path / "weights")
+    _fake_pack(monkeypatch, weights)
+    cache = tmp_path / "cache"
+    first = create_backbone("pack:fake", defer_in=cache)
+    assert first.is_built and (cache / "backbones.json").is_file()
+    second = create_backbone("pack:fake", defer_in=cache)
+    assert not second.is_built and second.fingerprint() == first.fingerprint()
+    assert create_backbone("pack:fake?layer=1", defer_in=cache).is_built  # cut backbones are always built
+    os.utime(weights / "model.safetensors", ns=(1, 1))  # another file (version) of the weights: described again
+    assert create_backbone("pack:fake", defer_in=cache).is_built
+    (cache / "backbones.json").write_text("[1, 2")  # an unreadable description: built, and described again
+    assert create_backbone("pack:fake", defer_in=cache).is_built
+    assert not create_backbone("pack:fake", defer_in=cache).is_built

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -122,3 +123,21 @@ def test_adapt_recovers_shifted_fashion_mnist_with_per_domain_statistics() -> No
     assert res.diagnostic["large"]
     source_only, adabn = (np.mean(res.target_accuracy[m]) for m in ("source-only", "adabn"))
     assert adabn > source_only + 0.1, (source_only, adabn)
+
+
+def test_a_rerun_on_cached_features_imports_neither_timm_nor_dynamo(tmp_path):
+    """The second identical fit is fast because the pack is not built and torch.optim is not touched."""
+    first = transferkit.fit("fashion-mnist-small", per_class=6, max_test=60, progress=False, out=tmp_path / "a")
+    script = textwrap.dedent(f"""
+        import json, sys
+        import transferkit
+        out = {str(tmp_path / "b")!r}
+        r = transferkit.fit("fashion-mnist-small", per_class=6, max_test=60, progress=False, out=out)
+        json.dump({{"metrics": r.metrics, "imported": sorted(m for m in ("timm", "torchvision", "torch._dynamo")
+                                                         if m in sys.modules)}}, sys.stdout)
+    """)
+    second = run_fresh_python(script, tmp_path)
+    assert second["imported"] == []
+    assert second["metrics"] == json.loads(json.dumps(first.metrics))
+    saved = json.loads((tmp_path / "b" / "model" / "transferkit.json").read_text())
+    assert saved == json.loads((tmp_path / "a" / "model" / "transferkit.json").read_text())

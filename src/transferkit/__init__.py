@@ -1,18 +1,17 @@
 """transferkit: transfer learning on your own images and texts, compared honestly with training from scratch."""
 
-__version__ = "0.1.0"
-
-from .api import FitResult, fit  # noqa: E402
-from .backbones import create_backbone, list_backbones  # noqa: E402
-from .compare import CompareResult, compare  # noqa: E402
-from .data import DATASETS as datasets  # noqa: E402
-from .data import Dataset, from_arrays, from_folder, from_table, load_builtin  # noqa: E402
-from .distillation import DistillResult, distill  # noqa: E402
-from .domain import AdaptResult, adapt  # noqa: E402
-from .errors import BackboneUnavailableError, DataError, TransferkitError  # noqa: E402
-from .export import load  # noqa: E402
-from .model import Prediction, TransferModel  # noqa: E402
-from .ranking import RankResult, rank  # noqa: E402
+from ._version import __version__
+from .api import FitResult, fit
+from .backbones import create_backbone, list_backbones
+from .compare import CompareResult, compare
+from .data import DATASETS as datasets
+from .data import Dataset, from_arrays, from_folder, from_table, load_builtin
+from .distillation import DistillResult, distill
+from .domain import AdaptResult, adapt
+from .errors import BackboneUnavailableError, DataError, TransferkitError
+from .export import load
+from .model import Prediction, TransferModel
+from .ranking import RankResult, rank
 
 __all__ = [
     "AdaptResult",

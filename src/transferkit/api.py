@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backbones import create_backbone
 from .data import load_data, make_splits
 from .data.dataset import Dataset, Splits
 from .errors import TransferkitError
 from .evaluation import classification_metrics
+from .features import default_cache_dir
 from .model import TransferModel
 from .progress import out_console as console
 from .strategies import STRATEGIES, RunContext, make_config
@@ -152,13 +153,16 @@ def fit(
         checkpoint_dir=checkpoint,
         resume=resume,
     )
+    defer_in = None  # a probe may get a deferred backbone: built only if some features are not cached
+    if use_cache and getattr(strat, "defers_backbone", False):
+        defer_in = Path(cache_dir) if cache_dir else default_cache_dir()
     tried: dict[str, float] = {}
     best = None
     t_all = time.perf_counter()
     work_all: float | None = 0.0
     for spec in candidates:
         t0 = time.perf_counter()
-        bb = create_backbone(spec)
+        bb = create_backbone(spec, defer_in=defer_in)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         res = strat.run(bb, ds, splits, config, ctx)

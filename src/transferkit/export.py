@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from ._version import __version__
 from .backbones import create_backbone
 from .backbones.base import preprocess_from_dict
 from .errors import TransferkitError
@@ -52,7 +52,11 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
             {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
             str(tmp / "head.safetensors"),
         )
-        state = {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()}
+        state = (  # a probe's unchanged backbone is not read (a deferred one stays unbuilt)
+            {k: v.detach().cpu().contiguous() for k, v in bb.state_dict().items()}
+            if save_backbone or bb.adapter is not None
+            else {}
+        )
         if save_backbone:  # the base weights under their own names (adapters, if any, go to their own file)
             base = {k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k}
             save_file(base, str(tmp / "backbone.safetensors"))

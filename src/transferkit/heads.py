@@ -52,7 +52,8 @@ def _logreg_path(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Multinomial logistic regression (sklearn's objective: C * sum CE + ||W||^2 / 2) for each C in order.
 
-    Full-batch L-BFGS in float64, warm-started from the previous C's solution (ascending C converges fast).
+    Full-batch L-BFGS in float64 (scipy's L-BFGS-B), warm-started from the previous C's solution (ascending C
+    converges fast).
     """
     with _threads_for(float(x.shape[0]) * x.shape[1] * num_classes):
         return _solve_path(x, y, num_classes, c_values, init)
@@ -65,35 +66,36 @@ def _solve_path(
     c_values: tuple[float, ...],
     init: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    # scipy's L-BFGS-B (as sklearn's lbfgs solver) on an analytic gradient: torch.optim would import torch._dynamo,
+    # a second of start-up that a rerun on cached features otherwise does not pay.
+    from scipy.optimize import minimize
+
     xt = torch.from_numpy(np.ascontiguousarray(x)).double()
-    yt = torch.from_numpy(y).long()
-    w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    onehot = nn.functional.one_hot(torch.from_numpy(y).long(), num_classes).double()
+    n, d = xt.shape
+    theta = np.zeros((d + 1) * num_classes)
     if init is not None:
-        with torch.no_grad():
-            w.copy_(init[0])
-            b.copy_(init[1])
+        theta = torch.cat([init[0].reshape(-1), init[1].reshape(-1)]).double().numpy().copy()
     out = []
     for c in c_values:
-        opt = torch.optim.LBFGS(
-            [w, b],
-            lr=1,
-            max_iter=1000,
-            tolerance_grad=1e-5,
-            tolerance_change=1e-9,
-            history_size=20,
-            line_search_fn="strong_wolfe",
+        lam = 1.0 / (c * n)
+
+        def objective(t: np.ndarray, lam: float = lam) -> tuple[float, np.ndarray]:
+            tt = torch.from_numpy(t)
+            w, b = tt[: d * num_classes].view(d, num_classes), tt[d * num_classes :]
+            logp = torch.log_softmax(xt @ w + b, dim=1)
+            loss = -(onehot * logp).sum() / n + 0.5 * lam * float((w * w).sum())
+            g = (logp.exp() - onehot) / n
+            grad = torch.cat([(xt.T @ g + lam * w).reshape(-1), g.sum(0)])
+            return float(loss), grad.numpy()
+
+        res = minimize(
+            objective, theta, jac=True, method="L-BFGS-B",
+            options={"maxiter": 1000, "maxcor": 20, "gtol": 1e-5, "ftol": 1e-12},
         )
-        lam = 1.0 / (c * len(xt))
-
-        def closure(lam: float = lam, opt: torch.optim.LBFGS = opt) -> torch.Tensor:
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(xt @ w + b, yt) + 0.5 * lam * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        out.append((w.detach().clone(), b.detach().clone()))
+        theta = res.x
+        tt = torch.from_numpy(theta.copy())
+        out.append((tt[: d * num_classes].view(d, num_classes).clone(), tt[d * num_classes :].clone()))
     return out
 
 

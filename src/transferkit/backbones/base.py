@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -177,6 +177,92 @@ class Backbone(nn.Module):
         """Fingerprint of the pretrained weights before adapters were injected."""
         self._fingerprint: str | None = None
 
+    # -- deferred weights: a backbone known from its stored description, built on first real use -------------------
+
+    _deferred: ClassVar[tuple[str, ...]] = ()
+    """Attributes a deferred instance lacks until it is built (e.g. the network and its image transform)."""
+
+    @classmethod
+    def deferred(cls, spec: str, desc: dict[str, Any], build: Callable[[], Backbone]) -> Backbone:
+        """An instance described by ``desc`` (``describe()`` of a built one) whose network ``build`` makes on first
+        use: the forward pass, ``prepare``, ``blocks``, ``state_dict``, ``.to()``, or any attribute in ``_deferred``.
+        Until then it costs no import and no weight loading; its fingerprint, size and FLOP key come from ``desc``."""
+        obj = cls.__new__(cls)
+        Backbone.__init__(
+            obj, spec, desc["modality"], int(desc["feature_dim"]), preprocess_from_dict(desc["preprocess"]),
+            bool(desc["pretrained"]),
+        )
+        obj._fingerprint = str(desc["fingerprint"])
+        obj._described = dict(desc)
+        obj._pending = build
+        return obj
+
+    @property
+    def is_built(self) -> bool:
+        """False while a deferred backbone's network has not been made."""
+        return self.__dict__.get("_pending") is None
+
+    def build(self) -> Backbone:
+        """Make a deferred backbone's network now (a no-op for a built one); checks it matches its description."""
+        pending = self.__dict__.get("_pending")
+        if pending is None:
+            return self
+        real = pending()
+        if real.fingerprint() != self._fingerprint or type(real) is not type(self):
+            raise TransferkitError(
+                f"{self.spec}: its weights no longer match the description cached for them; delete "
+                "backbones.json in the cache folder and rerun."
+            )
+        self.__dict__["_pending"] = None
+        for name in self._deferred:
+            setattr(self, name, getattr(real, name))
+        for m in self.children():
+            m.train(self.training)
+            if self.__dict__.get("_frozen"):
+                m.requires_grad_(False)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self)._deferred and self.__dict__.get("_pending") is not None:
+            self.build()
+            return getattr(self, name)
+        return super().__getattr__(name)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Backbone:  # .to(), .cuda(), .float(), ...
+        self.build()
+        return super()._apply(fn, *args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.build()
+        return super().state_dict(*args, **kwargs)
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Any:  # also parameters()
+        self.build()
+        return super().named_parameters(*args, **kwargs)
+
+    def named_buffers(self, *args: Any, **kwargs: Any) -> Any:  # also buffers()
+        self.build()
+        return super().named_buffers(*args, **kwargs)
+
+    def freeze(self) -> None:
+        """No weight takes gradients (also those of a deferred backbone, which this does not build)."""
+        self.__dict__["_frozen"] = True
+        if self.is_built:
+            for p in self.parameters():
+                p.requires_grad_(False)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``deferred`` needs to stand in for this backbone without building it."""
+        return {
+            "modality": self.modality,
+            "feature_dim": self.feature_dim,
+            "preprocess": self.preprocess.to_dict(),
+            "pretrained": self.pretrained,
+            "fingerprint": self.fingerprint(),
+            "arch_key": self._arch_key(),
+            "num_parameters": self.num_parameters(),
+        }
+
     def mark_changed(self, full: bool = True) -> None:
         """Record that training changed weights (all of them, or only adapters): a saved model then carries
         them, and the fingerprint is recomputed."""
@@ -201,14 +287,10 @@ class Backbone(nn.Module):
             return None
         if getattr(self, "_flops", None) is not None:
             return self._flops
-        import json
 
         from .._files import merge_json, read_json_dict
 
-        sig = hashlib.sha256(json.dumps(self.preprocess.input_size).encode())
-        for name, t in self.state_dict().items():
-            sig.update(f"{name}:{tuple(t.shape)};".encode())
-        key = sig.hexdigest()[:24]
+        key = self._arch_key()
         store = cache_dir / "flops.json" if cache_dir is not None else None
         known = read_json_dict(store) if store is not None else {}
         if isinstance(known.get(key), float):
@@ -216,6 +298,7 @@ class Backbone(nn.Module):
             return self._flops
         from torch.utils.flop_counter import FlopCounterMode
 
+        self.build()
         was_training = self.training
         self.eval()
         param = next(self.parameters())
@@ -228,6 +311,18 @@ class Backbone(nn.Module):
             with contextlib.suppress(OSError):  # a count not kept is counted again next time
                 merge_json(store, key, self._flops)
         return self._flops
+
+    def _arch_key(self) -> str:
+        """Parameter names and shapes plus the input size: keys the FLOP count (a deferred backbone knows it)."""
+        described = self.__dict__.get("_described")
+        if described is not None and self.__dict__.get("_pending") is not None:
+            return str(described["arch_key"])
+        import json
+
+        sig = hashlib.sha256(json.dumps(self.preprocess.input_size).encode())
+        for name, t in self.state_dict().items():
+            sig.update(f"{name}:{tuple(t.shape)};".encode())
+        return sig.hexdigest()[:24]
 
     def unused_modules(self) -> list[nn.Module]:
         """Modules that never feed the features (e.g. the source classifier): always frozen when fine-tuning."""
@@ -296,6 +391,8 @@ class Backbone(nn.Module):
         return self._fingerprint
 
     def num_parameters(self) -> int:
+        if self.__dict__.get("_pending") is not None:
+            return int(self._described["num_parameters"])
         return sum(p.numel() for p in self.parameters())
 
 

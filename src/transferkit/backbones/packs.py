@@ -186,6 +186,23 @@ PACKS: dict[str, Pack] = {
 }
 
 
+def weights_identity(name: str) -> str | None:
+    """Who the weights of an image pack are, without loading them (file path, size, mtime and the timm version
+    that builds them); None for other packs (their build is not deferred) or one not installed."""
+    from importlib import metadata
+
+    pack = PACKS.get(name)
+    where = pack.location() if pack is not None and pack.modality == "image" and not pack.parts else None
+    if where is None:
+        return None
+    st = where.stat()
+    try:
+        timm_version = metadata.version("timm")
+    except metadata.PackageNotFoundError:
+        return None
+    return f"{where.resolve()}|{st.st_size}|{st.st_mtime_ns}|timm {timm_version}"
+
+
 @register_source("pack")
 def create_pack_backbone(name: str, options: dict[str, str]) -> Backbone:
     """Build ``pack:<name>`` from its installed package, or say which package to install."""

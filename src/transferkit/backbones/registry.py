@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 from collections.abc import Callable
@@ -71,9 +72,19 @@ def split_generic_options(spec: str) -> tuple[str, dict[str, str]]:
     return head + ("?" + "&".join(rest) if rest else ""), generic
 
 
-def create_backbone(spec: str) -> Backbone:
+DESCRIPTIONS = "backbones.json"
+DESCRIPTION_VERSION = "1"
+
+
+def create_backbone(spec: str, *, defer_in: Path | None = None) -> Backbone:
     """Build the backbone a spec names: ``pack:...``, ``timm:...``, ``hf:...`` or a local folder, each optionally
-    with ``?layer=N`` (features after block N) and/or ``init=random`` (random-init control)."""
+    with ``?layer=N`` (features after block N) and/or ``init=random`` (random-init control).
+
+    With ``defer_in`` (a cache folder), an image pack built there before comes back deferred (see
+    ``Backbone.deferred``): described by ``backbones.json`` (keyed by its weight file and the library versions),
+    built only when its network is used, so a run whose features are all cached never imports timm."""
+    if defer_in is not None:
+        return _deferred_or_built(spec, Path(defer_in))
     base, generic = split_generic_options(spec)
     backbone = _create(base)
     if not generic:
@@ -93,6 +104,39 @@ def create_backbone(spec: str) -> Backbone:
         suffix.append("init=random")
     backbone.spec += ("&" if "?" in backbone.spec else "?") + "&".join(suffix)
     backbone._fingerprint = None
+    return backbone
+
+
+def _deferred_or_built(spec: str, cache_dir: Path) -> Backbone:
+    import hashlib
+    from importlib import metadata
+
+    from .._files import merge_json, read_json_dict
+    from .._version import __version__
+
+    source, _, name = spec.partition(":")
+    if source != "pack" or "?" in spec:
+        return create_backbone(spec)
+    from .packs import weights_identity
+
+    ident = weights_identity(name)
+    if ident is None:
+        return create_backbone(spec)
+    key = hashlib.sha256(
+        f"{DESCRIPTION_VERSION}|{spec}|{ident}|transferkit {__version__}|torch {metadata.version('torch')}".encode()
+    ).hexdigest()[:24]
+    store = cache_dir / DESCRIPTIONS
+    desc = read_json_dict(store).get(key)
+    if isinstance(desc, dict) and desc.get("spec") == spec and desc.get("class") == "TimmBackbone":
+        from .timm_source import TimmBackbone
+
+        try:
+            return TimmBackbone.deferred(spec, desc, lambda: create_backbone(spec))
+        except (KeyError, TypeError, ValueError):
+            pass  # an unreadable description: build, and describe it again
+    backbone = create_backbone(spec)
+    with contextlib.suppress(OSError):  # a description not kept only means the next run builds again
+        merge_json(store, key, {"spec": spec, "class": type(backbone).__name__, **backbone.describe()}, indent=1)
     return backbone
 
 

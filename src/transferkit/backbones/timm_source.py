@@ -18,6 +18,8 @@ from .registry import hub_reachable, parse_bool, register_source
 class TimmBackbone(Backbone):
     """A timm model used up to its pre-logits features; its ImageNet classifier is kept for source scores."""
 
+    _deferred = ("model", "_transform")
+
     def __init__(self, spec: str, model: nn.Module, pretrained: bool) -> None:
         from timm.data import resolve_data_config
 

@@ -34,14 +34,15 @@ class LinearProbeConfig:
 class LinearProbe:
     name = "linear-probe"
     Config = LinearProbeConfig
+    defers_backbone = True
+    """Uses the backbone only for features missing from the cache: it may get a deferred one."""
 
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: LinearProbeConfig, ctx: RunContext
     ) -> StrategyResult:
         if config.head not in ("linear", "mlp"):
             raise TransferkitError(f"head={config.head!r} is not one of linear, mlp.")
-        for p in backbone.parameters():
-            p.requires_grad_(False)
+        backbone.freeze()
         t0 = time.perf_counter()
         feats, cached, stats = {}, {}, {}  # stats: seconds over all parts; engine: that of the last part run
         for part in ("train", "val", "test"):
@@ -67,7 +68,8 @@ class LinearProbe:
         with torch.no_grad():
             test_pred = fit.head(torch.from_numpy(feats["test"])).argmax(1).numpy()
         model = TransferModel(backbone, fit.head, ds.classes).eval()
-        model.to(next(backbone.parameters()).device)
+        if backbone.is_built:  # a deferred backbone (all features cached) is built on the CPU when first used
+            model.to(next(backbone.parameters()).device)
         return StrategyResult(
             model=model,
             test_pred=test_pred,

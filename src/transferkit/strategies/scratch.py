@@ -13,6 +13,7 @@ split, seed and configuration (``<cache>/control/``) and a later run with anothe
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import merge_json, read_json_dict
 from ..backbones.base import load_image
 from ..backbones.scratch import SmallCNN
 from ..data.dataset import Dataset, Splits
 from ..progress import progress_bar
-from .scratch_cache import ControlCache, control_key
+from .scratch_cache import CONTROL_VERSION, ControlCache, control_key
 
 
 @dataclass
@@ -97,10 +99,15 @@ def _pick_size(ds: Dataset, indices: np.ndarray) -> int:
 _SHAPE: dict[tuple[int, int], tuple[float, int]] = {}
 
 
-def _cnn_shape(size: int, num_classes: int) -> tuple[float, int]:
+def _cnn_shape(size: int, num_classes: int, store: Path | None = None) -> tuple[float, int]:
     """(forward FLOPs for one image of ``size`` px, parameter count) of the control CNN: counted once, on a model
-    built off the caller's random stream."""
+    built off the caller's random stream, and kept in ``store`` (the cache's ``flops.json``) when given: the
+    FLOP counter imports torch._dynamo, a second a rerun need not pay."""
     key = (size, num_classes)
+    name = f"SmallCNN(32)/{size}px/{num_classes}/v{CONTROL_VERSION}"
+    known = read_json_dict(store).get(name) if store is not None else None
+    if isinstance(known, list) and len(known) == 2:
+        return float(known[0]), int(known[1])
     if key not in _SHAPE:
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -109,18 +116,23 @@ def _cnn_shape(size: int, num_classes: int) -> tuple[float, int]:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, size, size))
         _SHAPE[key] = (float(counter.get_total_flops()), sum(p.numel() for p in model.parameters()))
+    if store is not None:
+        with contextlib.suppress(OSError):  # a count not kept is counted again next time
+            merge_json(store, name, list(_SHAPE[key]))
     return _SHAPE[key]
 
 
-def cnn_flops(size: int, num_classes: int) -> float:
+def cnn_flops(size: int, num_classes: int, store: Path | None = None) -> float:
     """Forward FLOPs of the control CNN for one image of ``size`` px (counted, not estimated)."""
-    return _cnn_shape(size, num_classes)[0]
+    return _cnn_shape(size, num_classes, store)[0]
 
 
-def epochs_for_work(work: float, splits: Splits, size: int, num_classes: int, max_epochs: int) -> int:
+def epochs_for_work(
+    work: float, splits: Splits, size: int, num_classes: int, max_epochs: int, store: Path | None = None
+) -> int:
     """Whole CNN epochs that fit ``work`` FLOPs (3 units per training example, 1 per validation example per epoch,
     the test prediction once); at least 1, at most ``max_epochs``."""
-    f = cnn_flops(size, num_classes)
+    f = cnn_flops(size, num_classes, store)
     per_epoch = f * (3 * len(splits.train) + len(splits.val))
     left = work - f * len(splits.test)
     return int(min(max_epochs, max(1, left // per_epoch)))
@@ -206,11 +218,13 @@ def train_scratch_pixels(ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor
     }
 
 
-def _target_epochs(config: ScratchConfig, record: dict[str, Any], splits: Splits, num_classes: int) -> int | None:
+def _target_epochs(
+    config: ScratchConfig, record: dict[str, Any], splits: Splits, num_classes: int, store: Path | None
+) -> int | None:
     """Epochs this budget buys; None under a time budget whose cached epochs do not tell yet."""
     if config.work_budget is not None:
         work = config.work_budget * config.work_fraction
-        return epochs_for_work(work, splits, record["input_px"], num_classes, config.max_epochs)
+        return epochs_for_work(work, splits, record["input_px"], num_classes, config.max_epochs, store)
     if config.time_budget_s is None:
         return config.epochs
     spent = record["decode_s"] + record["pixels"]["seconds"]
@@ -230,6 +244,7 @@ def _image_control(
         k: v for k, v in asdict(config).items() if k in ("lr", "lr_decay", "batch_size")
     } | {"input_px": size, "model": "SmallCNN(32)"}
     cache = ControlCache(cache_root, control_key(ds, splits, seed, settings))
+    flops_store = cache_root / "flops.json" if cache_root is not None else None
     record = cache.read()
     status = "hit" if record is not None else "miss"
     xs: dict[str, torch.Tensor] | None = None
@@ -254,7 +269,7 @@ def _image_control(
             "epoch_s": [],
             "test_pred": {},
         }
-    target = _target_epochs(config, record, splits, n_classes)
+    target = _target_epochs(config, record, splits, n_classes, flops_store)
     trained = len(record["val_accuracy"])
     if target is None or target > trained:
         if status == "hit":
@@ -276,7 +291,7 @@ def _image_control(
                 epoch += 1
                 bar.advance()
                 if target is None:
-                    target = _target_epochs(config, record, splits, n_classes)
+                    target = _target_epochs(config, record, splits, n_classes, flops_store)
                     if target is not None:
                         total = target
                         bar.set_total(total)
@@ -285,7 +300,7 @@ def _image_control(
     curve = record["val_accuracy"][:target]
     best_epoch = int(np.argmax(curve))  # the first best: always an epoch whose test predictions were kept
     pixels = record["pixels"]
-    f, cnn_params = _cnn_shape(size, n_classes)
+    f, cnn_params = _cnn_shape(size, n_classes, flops_store)
     flops = f * (target * (3 * len(splits.train) + len(splits.val)) + len(splits.test))
     cost_s = record["decode_s"] + pixels["seconds"] + sum(record["epoch_s"][:target])
     common = {
