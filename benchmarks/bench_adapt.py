@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 import transferkit
+from transferkit.core.fastpath import cpu_name
 from transferkit.data.shifts import PAIRS
-from transferkit.fastpath import cpu_name
 
 BACKBONES = {"text": "pack:minilm-l6", "image": "pack:efficientnet-lite0"}
 

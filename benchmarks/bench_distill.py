@@ -21,9 +21,9 @@ import torch
 
 import transferkit
 from transferkit.backbones import create_backbone
+from transferkit.core.fastpath import cpu_name
+from transferkit.core.features import extract_features
 from transferkit.data import Dataset, load_builtin
-from transferkit.fastpath import cpu_name
-from transferkit.features import extract_features
 
 PAIRS = {
     "image": ("fashion-mnist", "pack:efficientnet-lite0", "scratch:cnn?size=32", {}),

@@ -30,9 +30,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from transferkit.backbones import create_backbone
 from transferkit.backbones.base import load_image
+from transferkit.core.fastpath import cpu_name
+from transferkit.core.features import _batches, default_batch_size, extract_features
 from transferkit.data import Dataset, from_arrays, load_builtin
-from transferkit.fastpath import cpu_name
-from transferkit.features import _batches, default_batch_size, extract_features
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -182,7 +182,7 @@ sys.path.insert(0, {bench!r})
 from bench_extraction import fmnist_images
 from transferkit.backbones import create_backbone
 from transferkit.backbones.base import load_image
-from transferkit.features import extract_features
+from transferkit.core.features import extract_features
 n = int(sys.argv[1])
 ds = fmnist_images(n)
 bb = create_backbone("pack:efficientnet-lite0")

@@ -18,7 +18,7 @@ import torch
 import transformers  # noqa: F401
 
 import transferkit
-from transferkit.evaluation import mean_ci
+from transferkit.core.evaluation import mean_ci
 
 IMAGE = {"data": "fashion-mnist", "backbone": "pack:efficientnet-lite0", "per_class": 100, "max_test": 2000}
 TEXT = {"data": "tweets", "backbone": "pack:minilm-l6", "per_class": 100, "max_test": 2000}

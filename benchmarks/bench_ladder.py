@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from bench_verdict import subset
-from transferkit.compare import compare
+from transferkit.core.fastpath import cpu_name
 from transferkit.data import load_builtin
-from transferkit.fastpath import cpu_name
+from transferkit.workflows.compare import compare
 
 RUNGS = {
     "linear-probe": ("linear-probe", {}),  # lp-ft: the probe's head, then the last 2 blocks fine-tuned

@@ -80,7 +80,7 @@ def main() -> None:
         return
     import torch
 
-    from transferkit.fastpath import cpu_name
+    from transferkit.core.fastpath import cpu_name
 
     print(f"date {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}, {os.cpu_count()} cores\n")
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,11 +30,11 @@ from scipy.stats import kendalltau, weightedtau
 import transferkit
 from bench_verdict import subset
 from transferkit.backbones import create_backbone
+from transferkit.core.fastpath import cpu_name
+from transferkit.core.features import extract_features
 from transferkit.data import load_builtin
-from transferkit.fastpath import cpu_name
-from transferkit.features import extract_features
-from transferkit.ranking import _sample, score_features
-from transferkit.transferability import METRICS
+from transferkit.methods.transferability import METRICS
+from transferkit.workflows.rank import _sample, score_features
 
 CANDIDATES = {
     "image": [

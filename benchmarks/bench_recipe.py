@@ -27,8 +27,8 @@ from torch import nn
 import transferkit
 from bench_verdict import subset
 from transferkit.backbones import create_backbone
+from transferkit.core.fastpath import cpu_name
 from transferkit.data import Dataset, load_builtin, make_splits
-from transferkit.fastpath import cpu_name
 
 
 class RecipeModel(nn.Module):

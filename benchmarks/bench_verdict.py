@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from transferkit.compare import compare
 from transferkit.data import Dataset, load_builtin
+from transferkit.workflows.compare import compare
 
 
 def subset(ds: Dataset, per_class_train: int, test: int, seed: int = 0) -> Dataset:

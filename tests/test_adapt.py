@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 import transferkit
 from transferkit import DataError, TransferkitError, from_arrays
-from transferkit.adaptation import (
+from transferkit.cli import app
+from transferkit.methods.adaptation import (
     AdaptSettings,
     coral_loss,
     dev_risk,
@@ -27,8 +28,7 @@ from transferkit.adaptation import (
     to_head,
     train_method,
 )
-from transferkit.cli import app
-from transferkit.diagnostic import mmd, proxy_a_distance, shift_diagnostic, shift_words
+from transferkit.methods.shift import mmd, proxy_a_distance, shift_diagnostic, shift_words
 
 from .conftest import make_texts, write_csv
 
@@ -403,7 +403,7 @@ def test_shift_images_is_seeded_and_changes_the_domain():
 
 
 def test_reverse_recommendation_needs_a_win_on_every_seed():
-    from transferkit.domain import AdaptResult
+    from transferkit.workflows.adapt import AdaptResult
 
     def result(reverse: dict[str, list[float]]) -> AdaptResult:
         res = AdaptResult("s", "t", "b", [m for m in reverse if m != "source-only"], "dev", ["a", "b"])

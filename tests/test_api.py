@@ -9,9 +9,9 @@ import pytest
 
 import transferkit
 from transferkit import DataError, TransferkitError, from_arrays
-from transferkit.api import verdict_line
-from transferkit.evaluation import classification_metrics, mean_ci
+from transferkit.core.evaluation import classification_metrics, mean_ci
 from transferkit.strategies import STRATEGIES, make_config, register_strategy
+from transferkit.workflows.fit import verdict_line
 
 from .conftest import TIMM_SPEC, make_image_folder
 

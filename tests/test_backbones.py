@@ -375,7 +375,7 @@ def _fake_pack(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> None:
 def test_a_deferred_backbone_reads_cached_features_unbuilt_and_builds_on_first_use(timm_dir, image_folder, cache_dir):
     from transferkit import from_folder
     from transferkit.backbones.timm_source import TimmBackbone
-    from transferkit.features import extract_features
+    from transferkit.core.features import extract_features
 
     eager = create_backbone(str(timm_dir))
     lazy = TimmBackbone.deferred(eager.spec, eager.describe(), lambda: create_backbone(str(timm_dir)))

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 import transferkit
 from transferkit.cli import app
-from transferkit.compare import compare
+from transferkit.core.evaluation import Verdict, mean_ci, verdict
 from transferkit.errors import TransferkitError
-from transferkit.evaluation import Verdict, mean_ci, verdict
+from transferkit.workflows.compare import compare
 
 from .conftest import TIMM_SPEC
 
@@ -98,7 +98,7 @@ def test_cli_compare(image_folder, tmp_path):
 
 def test_image_scratch_control_picks_the_better_on_validation():
     from transferkit.data import make_splits
-    from transferkit.strategies.scratch import run_scratch
+    from transferkit.methods.control import run_scratch
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.integers(0, 60, (15, 16, 16)), rng.integers(190, 255, (15, 16, 16))]).astype(np.uint8)
@@ -111,7 +111,7 @@ def test_image_scratch_control_picks_the_better_on_validation():
 
 
 def test_parse_budget():
-    from transferkit.auto import parse_budget
+    from transferkit.workflows.auto import parse_budget
 
     assert parse_budget("90s") == 90 and parse_budget("10m") == 600 and parse_budget("1.5h") == 5400
     assert parse_budget("42") == 42
@@ -121,7 +121,7 @@ def test_parse_budget():
 
 def test_auto_plan_follows_the_budget(image_folder, vit_dir):
     from transferkit import create_backbone, from_folder
-    from transferkit.auto import plan_ladder
+    from transferkit.workflows.auto import plan_ladder
 
     ds = from_folder(image_folder)
     bb = create_backbone(TIMM_SPEC)
@@ -183,7 +183,7 @@ def test_variants_of_one_strategy_and_a_budget_matched_scratch(image_folder):
 
 
 def test_work_budget_is_the_costliest_run_in_flops_and_reproducible(image_folder, tmp_path):
-    from transferkit.strategies.scratch import cnn_flops
+    from transferkit.methods.control import cnn_flops
 
     kw = {
         "seeds": [0, 1],
@@ -208,7 +208,7 @@ def test_work_budget_is_the_costliest_run_in_flops_and_reproducible(image_folder
 
 def test_control_is_cached_and_a_longer_budget_extends_it(tmp_path):
     from transferkit.data import make_splits
-    from transferkit.strategies.scratch import ScratchConfig, run_scratch
+    from transferkit.methods.control import ScratchConfig, run_scratch
 
     rng = np.random.default_rng(1)
     x = rng.integers(0, 255, (40, 16, 16)).astype(np.uint8)
@@ -258,7 +258,7 @@ def test_fixed_scratch_schedule():
 
 def test_scratch_cnn_epochs_follow_the_time_budget():
     from transferkit.data import make_splits
-    from transferkit.strategies.scratch import ScratchConfig, run_scratch
+    from transferkit.methods.control import ScratchConfig, run_scratch
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (24, 16, 16)).astype(np.uint8)
@@ -304,7 +304,7 @@ def test_verdict_phrase_names_the_method_and_its_baseline():
 def test_macro_f1_matches_scikit_learn_including_absent_classes():
     from sklearn.metrics import f1_score
 
-    from transferkit.evaluation import classification_metrics
+    from transferkit.core.evaluation import classification_metrics
 
     rng = np.random.default_rng(0)
     for k in (2, 3, 10):

@@ -16,8 +16,8 @@ import transferkit
 from transferkit import TransferkitError, create_backbone, from_arrays
 from transferkit.backbones.base import Backbone, preprocess_from_dict
 from transferkit.backbones.registry import SOURCES
+from transferkit.core.model import TransferModel
 from transferkit.data import make_splits
-from transferkit.model import TransferModel
 from transferkit.strategies import STRATEGIES, RunContext, make_config
 
 # fast settings per strategy (options of its Config dataclass)

@@ -66,7 +66,7 @@ def test_single_class_folder(tmp_path):
 
 
 def test_corrupt_image_is_named_when_loaded(tmp_path, timm_backbone):
-    from transferkit.features import extract_features
+    from transferkit.core.features import extract_features
 
     root = make_image_folder(tmp_path / "d", per_class=3)
     bad = root / "green" / "zz-broken.jpg"

@@ -62,7 +62,7 @@ def teacher_dir(timm_dir: Path, image_folder: Path, tmp_path: Path) -> Path:
 def test_distilled_student_trains_saves_and_predicts(
     teacher_dir: Path, image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import transferkit.export as export
+    import transferkit.core.export as export
 
     seen = {"items": 0}
     original = export.load
@@ -153,7 +153,7 @@ def test_distill_from_a_saved_teacher_and_the_cli(teacher_dir: Path, image_folde
 
 
 def test_distill_sweep_chooses_t_and_alpha_on_validation(teacher_dir: Path, image_folder: Path, tmp_path: Path) -> None:
-    from transferkit.distillation import SWEEP_ALPHAS, SWEEP_TEMPERATURES
+    from transferkit.workflows.distill import SWEEP_ALPHAS, SWEEP_TEMPERATURES
 
     res = transferkit.distill(str(image_folder), str(teacher_dir), STUDENT, seeds=1, epochs=1, progress=False,
                               sweep=True, out=tmp_path / "s")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from transferkit.core.fastpath import Runner, Tuning, compile_mode, should_compile
+from transferkit.core.features import extract_features
 from transferkit.data import from_folder
 from transferkit.errors import TransferkitError
-from transferkit.fastpath import Runner, Tuning, compile_mode, should_compile
-from transferkit.features import extract_features
 
 
 def test_compile_mode_from_argument_and_environment(monkeypatch):

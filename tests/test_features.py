@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from transferkit import TransferkitError, create_backbone, from_arrays, from_folder
-from transferkit.features import cache_key, default_cache_dir, extract_features
+from transferkit.core.features import cache_key, default_cache_dir, extract_features
 
 from .conftest import TIMM_SPEC, make_bert_folder, make_image_folder, make_texts, write_png
 

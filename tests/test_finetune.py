@@ -9,10 +9,10 @@ from torch import nn
 
 import transferkit
 from transferkit import TransferkitError, create_backbone, from_arrays
+from transferkit.core.training import ParamGroup, TrainConfig, Trainer, class_weight_vector, set_batchnorm_eval
 from transferkit.data import make_splits
 from transferkit.strategies import STRATEGIES, RunContext, make_config
 from transferkit.strategies.finetune import parse_unfreeze
-from transferkit.training import ParamGroup, TrainConfig, Trainer, class_weight_vector, set_batchnorm_eval
 
 from .conftest import TIMM_SPEC
 
@@ -96,7 +96,7 @@ def test_gradual_unfreezing_adds_one_block_per_epoch():
     seen = []
     bb = create_backbone(TIMM_SPEC)
     blocks = bb.blocks()
-    from transferkit import training as tr
+    from transferkit.core import training as tr
 
     real_trainer = tr.Trainer
 

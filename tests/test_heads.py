@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferkit.heads import MLPHead, fit_linear_probe, fit_mlp_head
+from transferkit.core.heads import MLPHead, fit_linear_probe, fit_mlp_head
 
 
 def _blobs(n_per_class: int, num_classes: int, dim: int = 12, sep: float = 4.0, seed: int = 0):

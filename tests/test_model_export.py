@@ -13,7 +13,7 @@ import torch
 
 import transferkit
 from transferkit import DataError, Prediction, TransferkitError, TransferModel, create_backbone, from_folder
-from transferkit.heads import MLPHead, linear_head
+from transferkit.core.heads import MLPHead, linear_head
 
 from .conftest import run_fresh_python
 

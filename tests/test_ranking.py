@@ -13,7 +13,7 @@ import transferkit
 from transferkit import create_backbone
 from transferkit.data import load_data, make_splits
 from transferkit.errors import TransferkitError
-from transferkit.ranking import RankRow, _warnings
+from transferkit.workflows.rank import RankRow, _warnings
 
 from .conftest import make_timm_folder
 from .test_cli import assert_clean_failure, invoke
@@ -135,7 +135,7 @@ def test_fit_auto_trains_the_best_ranked(
     monkeypatch: pytest.MonkeyPatch, timm_dir: Path, image_folder: Path, tmp_path: Path
 ) -> None:
     other = make_timm_folder(tmp_path / "other", seed=3)
-    monkeypatch.setattr("transferkit.ranking.default_candidates", lambda *a, **k: [str(timm_dir), str(other)])
+    monkeypatch.setattr("transferkit.workflows.rank.default_candidates", lambda *a, **k: [str(timm_dir), str(other)])
     res = transferkit.fit(str(image_folder), "auto", top_k=2, scratch=False, progress=False)
     rank = res.record["rank"]
     assert rank["top_k"] == 2 and len(rank["val_accuracy"]) == 2
@@ -155,7 +155,7 @@ def test_cli_rank(timm_dir: Path, image_folder: Path, tmp_path: Path) -> None:
 
 def test_pool_candidates_name_cuts_and_a_control() -> None:
     from transferkit.backbones.packs import PACKS
-    from transferkit.ranking import default_candidates
+    from transferkit.workflows.rank import default_candidates
 
     if not PACKS["efficientnet-lite0"].installed():
         pytest.skip("the efficientnet-lite0 pack is not installed")
@@ -167,9 +167,9 @@ def test_pool_candidates_name_cuts_and_a_control() -> None:
 def test_compare_auto_backbone_uses_the_ranking(
     monkeypatch: pytest.MonkeyPatch, timm_dir: Path, image_folder: Path
 ) -> None:
-    from transferkit.compare import compare
+    from transferkit.workflows.compare import compare
 
-    monkeypatch.setattr("transferkit.ranking.default_candidates", lambda *a, **k: [str(timm_dir)])
+    monkeypatch.setattr("transferkit.workflows.rank.default_candidates", lambda *a, **k: [str(timm_dir)])
     res = compare(str(image_folder), "auto", ["linear-probe"], seeds=1, progress=False, scratch_budget="fixed")
     assert res.meta["backbone"] == str(timm_dir.resolve())
     assert res.meta["auto_plan"][0].startswith(f"backbone auto: {timm_dir.resolve()}")

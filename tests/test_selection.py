@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 import transferkit
 from transferkit import TransferkitError
 from transferkit.cli import app
-from transferkit.compare import compare
 from transferkit.data.dataset import Dataset
+from transferkit.workflows.compare import compare
 
 from .conftest import make_timm_folder
 
@@ -109,7 +109,7 @@ def test_fit_auto_choices_ignore_the_test_labels(tmp_path: Path, spec: str) -> N
 def test_fit_top_k_backbone_choice_ignores_the_test_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     true, shuffled = _pair()
     one, two = make_timm_folder(tmp_path / "one", seed=1), make_timm_folder(tmp_path / "two", seed=2)
-    monkeypatch.setattr("transferkit.ranking.default_candidates", lambda *a, **k: [str(one), str(two)])
+    monkeypatch.setattr("transferkit.workflows.rank.default_candidates", lambda *a, **k: [str(one), str(two)])
     a = transferkit.fit(true, "auto", top_k=2, progress=False, cache_dir=tmp_path / "ca")
     b = transferkit.fit(shuffled, "auto", top_k=2, progress=False, cache_dir=tmp_path / "cb")
     assert a.record["rank"]["chosen"] == b.record["rank"]["chosen"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from transferkit.errors import TransferkitError
-from transferkit.transferability import _evidence, h_score, leep, logme, logme_evidence, nce
+from transferkit.methods.transferability import _evidence, h_score, leep, logme, logme_evidence, nce
 
 
 def test_nce_hand_computed() -> None:

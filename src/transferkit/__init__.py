@@ -1,17 +1,17 @@
 """transferkit: transfer learning on your own images and texts, compared honestly with training from scratch."""
 
 from ._version import __version__
-from .api import FitResult, fit
 from .backbones import create_backbone, list_backbones
-from .compare import CompareResult, compare
+from .core.export import load
+from .core.model import Prediction, TransferModel
 from .data import DATASETS as datasets
 from .data import Dataset, from_arrays, from_folder, from_table, load_builtin
-from .distillation import DistillResult, distill
-from .domain import AdaptResult, adapt
 from .errors import BackboneUnavailableError, DataError, TransferkitError
-from .export import load
-from .model import Prediction, TransferModel
-from .ranking import RankResult, rank
+from .workflows.adapt import AdaptResult, adapt
+from .workflows.compare import CompareResult, compare
+from .workflows.distill import DistillResult, distill
+from .workflows.fit import FitResult, fit
+from .workflows.rank import RankResult, rank
 
 __all__ = [
     "AdaptResult",

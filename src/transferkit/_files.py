@@ -1,4 +1,5 @@
-"""Small file helpers shared by the caches: atomic replacement and a JSON file of records merged by key."""
+"""Small file helpers shared by the caches: where the cache lives, atomic replacement and a JSON file of records
+merged by key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def default_cache_dir() -> Path:
+    """``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``."""
+    return Path(os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit"))
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:

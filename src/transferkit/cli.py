@@ -29,7 +29,7 @@ def backbones() -> None:
     from rich.table import Table
 
     from .backbones import list_backbones
-    from .progress import out_console as console
+    from .core.progress import out_console as console
 
     table = Table(title="backbones")
     for col in ("spec", "modality", "available", "note"):
@@ -44,8 +44,8 @@ def datasets() -> None:
     """List the built-in datasets, whether each is installed, and how to install it."""
     from rich.table import Table
 
+    from .core.progress import out_console as console
     from .data import DATASETS
-    from .progress import out_console as console
 
     table = Table(title="built-in datasets")
     for col in ("name", "modality", "installed", "description", "licence", "install"):
@@ -105,8 +105,8 @@ def fit(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train on DATA with a pretrained backbone, compare with scratch, save model + report."""
-    from .api import fit as run_fit
-    from .api import print_result
+    from .workflows.fit import fit as run_fit
+    from .workflows.fit import print_result
 
     try:
         name = Path(data).stem if Path(data).exists() else data
@@ -140,7 +140,7 @@ def fit(
         _fail(e)
         return
     if result.compare is not None:
-        from .compare import print_compare
+        from .workflows.compare import print_compare
 
         print_compare(result.compare)
     else:
@@ -180,8 +180,8 @@ def compare(
     ] = "work",
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
-    from .compare import compare as run_compare
-    from .compare import print_compare
+    from .workflows.compare import compare as run_compare
+    from .workflows.compare import print_compare
 
     try:
         names = [s.strip() for s in strategies.split(",") if s.strip()]
@@ -245,8 +245,8 @@ def distill(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Distil a teacher into a small student; compare with the same student on hard labels, over seeds."""
-    from .distillation import distill as run_distill
-    from .distillation import print_distill
+    from .workflows.distill import distill as run_distill
+    from .workflows.distill import print_distill
 
     try:
         name = Path(data).stem if Path(data).exists() else data
@@ -312,8 +312,8 @@ def adapt(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Adapt a source-trained model to an unlabelled target domain; compare each method with source-only."""
-    from .domain import adapt as run_adapt
-    from .domain import print_adapt
+    from .workflows.adapt import adapt as run_adapt
+    from .workflows.adapt import print_adapt
 
     try:
         src = Path(source)
@@ -366,8 +366,8 @@ def rank(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Score candidate backbones on DATA (LogME, LEEP, NCE, H-score) from one forward pass each; no training."""
-    from .ranking import print_rank
-    from .ranking import rank as run_rank
+    from .workflows.rank import print_rank
+    from .workflows.rank import rank as run_rank
 
     try:
         name = Path(data).stem if Path(data).exists() else data
@@ -440,8 +440,8 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Label + probability for each input with a saved model."""
-    from .export import load
-    from .progress import console
+    from .core.export import load
+    from .core.progress import console
 
     try:
         model = load(model_dir)

@@ -76,7 +76,7 @@ def _unpack_split_zip(name: str) -> Path:
     import tempfile
     import zipfile
 
-    from ..features import default_cache_dir
+    from .._files import default_cache_dir
 
     target = default_cache_dir() / "packs" / name
     if (target / ".complete").is_file():

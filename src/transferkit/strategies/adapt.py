@@ -1,6 +1,6 @@
 """``adapt``: the backbone stays frozen; an adapter head trains on its features with a labelled source (the run's
 data) and an unlabelled target, by DANN, Deep CORAL, AdaBN-style standardisation, label-shift correction or
-self-training (see ``transferkit.adaptation``). The test split is the source's; the saved model is for the
+self-training (see ``transferkit.methods.adaptation``). The test split is the source's; the saved model is for the
 target. The epoch and the method's hyperparameter are chosen without target labels. ``transferkit.adapt`` runs
 every method with the source-only baseline over seeds; this strategy trains one of them inside ``fit``.
 """
@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..adaptation import METHODS, SELECTIONS, AdaptSettings, predict_logits, to_head, train_method
 from ..backbones.base import Backbone
+from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..model import TransferModel
+from ..methods.adaptation import METHODS, SELECTIONS, AdaptSettings, predict_logits, to_head, train_method
 from .base import RunContext, StrategyResult, register_strategy
 
 
@@ -46,8 +46,8 @@ class Adapt:
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: AdaptConfig, ctx: RunContext
     ) -> StrategyResult:
+        from ..core.features import extract_features
         from ..data.sources import load_unlabelled, unlabelled_dataset
-        from ..features import extract_features
 
         if config.target is None:
             raise TransferkitError("adapt needs unlabelled target data (target=...: a folder, CSV/JSONL file or list).")

@@ -10,9 +10,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..backbones.base import Backbone
+from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..model import TransferModel
 from ..registry import Registry
 
 
@@ -81,7 +81,7 @@ def work_flops(
 ) -> float | None:
     """What a run cost in FLOPs of ``backbone`` (forward 1 unit, training step 3 per item), from the item passes
     the strategy reports in ``info["work"]`` (else one forward pass over every split); None for texts."""
-    from ..features import default_cache_dir
+    from ..core.features import default_cache_dir
 
     root = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
     per_item = backbone.flops_per_item(root)
@@ -122,8 +122,8 @@ def train_and_predict(
     """
     import time
 
-    from ..features import default_device
-    from ..training import TrainConfig, Trainer
+    from ..core.features import default_device
+    from ..core.training import TrainConfig, Trainer
 
     t0 = time.perf_counter()
     train_cfg = TrainConfig(**{k: v for k, v in asdict(config).items() if k in TrainConfig.__dataclass_fields__})

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
+from ..core.heads import linear_head
+from ..core.model import TransferModel
+from ..core.training import ParamGroup, TrainConfig
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..heads import linear_head
-from ..model import TransferModel
-from ..training import ParamGroup, TrainConfig
 from .base import RunContext, StrategyResult, register_strategy, train_and_predict
 
 
@@ -52,7 +52,7 @@ def teacher_logits(
     teacher: TransferModel, ds: Dataset, indices: np.ndarray, ctx: RunContext, stats: dict[str, Any]
 ) -> np.ndarray:
     """The teacher's logits for ``ds`` items at ``indices``, from its (cached) features and its head."""
-    from ..features import extract_features
+    from ..core.features import extract_features
 
     feats, _ = extract_features(
         teacher.backbone,
@@ -96,8 +96,8 @@ class Distill:
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: DistillConfig, ctx: RunContext
     ) -> StrategyResult:
+        from ..core.export import load
         from ..data.sources import load_unlabelled, unlabelled_dataset
-        from ..export import load
 
         if not config.teacher:
             raise TransferkitError("distill needs a teacher: the folder of a saved transferkit model (teacher=...).")

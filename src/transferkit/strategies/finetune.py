@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
+from ..core.features import extract_features
+from ..core.heads import fit_linear_probe, linear_head
+from ..core.model import TransferModel
+from ..core.training import ParamGroup, TrainConfig
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..features import extract_features
-from ..heads import fit_linear_probe, linear_head
-from ..model import TransferModel
-from ..training import ParamGroup, TrainConfig
 from .base import RunContext, StrategyResult, register_strategy, train_and_predict
 
 

@@ -9,11 +9,11 @@ from typing import Literal
 import torch
 
 from ..backbones.base import Backbone
+from ..core.features import extract_features
+from ..core.heads import C_GRID, fit_linear_probe, fit_mlp_head
+from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..features import extract_features
-from ..heads import C_GRID, fit_linear_probe, fit_mlp_head
-from ..model import TransferModel
 from .base import RunContext, StrategyResult, register_strategy
 
 

@@ -12,11 +12,11 @@ import torch
 
 from ..backbones.adapters import adapter_parameters, default_targets, inject_lora
 from ..backbones.base import Backbone
+from ..core.heads import linear_head
+from ..core.model import TransferModel
+from ..core.training import ParamGroup, TrainConfig
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..heads import linear_head
-from ..model import TransferModel
-from ..training import ParamGroup, TrainConfig
 from .base import RunContext, StrategyResult, register_strategy, train_and_predict
 
 

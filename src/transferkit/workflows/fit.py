@@ -12,19 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from ._version import __version__
-from .backbones import create_backbone
-from .data import load_data, make_splits
-from .data.dataset import Dataset, Splits
-from .errors import TransferkitError
-from .evaluation import classification_metrics
-from .features import default_cache_dir
-from .model import TransferModel
-from .progress import out_console as console
-from .strategies import STRATEGIES, RunContext, make_config
-from .strategies.base import cold_cost, work_flops
-from .strategies.scratch import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
-from .training import is_main_process
+from .._version import __version__
+from ..backbones import create_backbone
+from ..core.evaluation import classification_metrics
+from ..core.features import default_cache_dir
+from ..core.model import TransferModel
+from ..core.progress import out_console as console
+from ..core.training import is_main_process
+from ..data import load_data, make_splits
+from ..data.dataset import Dataset, Splits
+from ..errors import TransferkitError
+from ..methods.control import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
+from ..strategies import STRATEGIES, RunContext, make_config
+from ..strategies.base import cold_cost, work_flops
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -87,12 +87,12 @@ def fit(
     numbers), its own fixed schedule (``"fixed"``) or the seconds the transfer run cost cold (``"matched"``: its
     epoch count then depends on this machine's speed). Its result is cached per data, split, seed and settings
     (beside the feature cache), so a rerun with another strategy or backbone trains it at most once more.
-    ``strategy="auto"`` runs the ladder rungs that fit ``budget`` (see ``transferkit.auto``), each over ``seeds``
-    seeds from ``seed`` on, against the control, and keeps the rung with the best mean validation accuracy; options
-    go to every rung that has them (an option no rung has is an error).
-    With ``out``, the model is saved to ``out/model`` and the report
-    to ``out/``; training strategies checkpoint every epoch to ``out/checkpoint`` and ``resume=True`` continues
-    from there after an interruption (the checkpoint is removed once the run has finished).
+    ``strategy="auto"`` runs the ladder rungs that fit ``budget`` (see ``transferkit.workflows.auto``), each over
+    ``seeds`` seeds from ``seed`` on, against the control, and keeps the rung with the best mean validation
+    accuracy; options go to every rung that has them (an option no rung has is an error).
+    With ``out``, the model is saved to ``out/model`` and the report to ``out/``; training strategies checkpoint
+    every epoch to ``out/checkpoint`` and ``resume=True`` continues from there after an interruption (the
+    checkpoint is removed once the run has finished).
 
     ``backbone="auto"`` ranks the installed packs for the data's modality by LogME on the training split (see
     ``transferkit.rank``) and trains the best; with ``top_k`` > 1 it trains the ``top_k`` best and keeps the one with
@@ -134,7 +134,7 @@ def fit(
     if backbone == "auto":
         if resume:
             raise TransferkitError("resume needs the backbone the interrupted run used; pass it instead of auto.")
-        from .ranking import rank
+        from .rank import rank
 
         ranking = rank(
             ds, None, controls=False, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import TransferkitError
+from ..errors import TransferkitError
 
 
 def _check(n: int, labels: np.ndarray, what: str) -> np.ndarray:

@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from .backbones import create_backbone
-from .data import load_data, make_splits
-from .errors import TransferkitError
-from .evaluation import Verdict, classification_metrics, mean_ci, verdict
-from .model import TransferModel
-from .progress import out_console
-from .strategies import STRATEGIES, RunContext, make_config
-from .strategies.base import cold_cost, work_flops
-from .strategies.scratch import SCRATCH_BUDGETS, budget_config, run_scratch
+from ..backbones import create_backbone
+from ..core.evaluation import Verdict, classification_metrics, mean_ci, verdict
+from ..core.model import TransferModel
+from ..core.progress import out_console
+from ..data import load_data, make_splits
+from ..errors import TransferkitError
+from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
+from ..strategies import STRATEGIES, RunContext, make_config
+from ..strategies.base import cold_cost, work_flops
 
 SCRATCH = "scratch"
 
@@ -163,7 +163,7 @@ def compare(
 
     ``strategies`` entries are strategy names or ``label=strategy`` variants (e.g. ``lp-ft=finetune``), and
     ``options`` maps a label to its config options. ``strategies="auto"`` picks the rungs that fit ``budget`` (see
-    ``transferkit.auto``). ``scratch_budget="matched"`` gives the scratch control, in each seed, the time the
+    ``transferkit.workflows.auto``). ``scratch_budget="matched"`` gives the scratch control, in each seed, the time the
     costliest transfer run took (counting feature extraction a cache hit saved); ``"fixed"`` runs its own fixed
     schedule; ``"work"`` (default) gives it the FLOPs of the costliest transfer run of each seed (reproducible on
     any machine). The control is cached (see ``run_scratch``). The strategy kept as ``best`` is the one with the
@@ -172,7 +172,7 @@ def compare(
     ranks the installed packs first (``rank``). ``common_options`` go to every strategy whose config has them (an
     option that none has is an error).
     """
-    from .api import DEFAULT_BACKBONES
+    from .fit import DEFAULT_BACKBONES
 
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
@@ -185,7 +185,7 @@ def compare(
     spec = backbone or DEFAULT_BACKBONES[ds.modality]
     notes: list[str] = []
     if spec == "auto":  # one choice for every seed: ranked on the first seed's training split
-        from .ranking import rank
+        from .rank import rank
 
         ranked = rank(
             ds, None, controls=False, seed=seed_list[0], val_size=val_size, test_size=test_size,

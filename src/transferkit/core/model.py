@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones.base import Backbone
-from .errors import DataError
+from ..backbones.base import Backbone
+from ..errors import DataError
 from .heads import MLPHead, linear_head
 
 
@@ -121,7 +121,7 @@ class TransferModel(nn.Module):
         return np.array([index[str(lab)] for lab in labels])
 
     def save(self, path: str | Path) -> Path:
-        """Write safetensors + JSON to a folder (see ``transferkit.export``)."""
+        """Write safetensors + JSON to a folder (see ``transferkit.core.export``)."""
         from .export import save_model
 
         return save_model(self, path)

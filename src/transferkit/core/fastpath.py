@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ._files import merge_json
-from .backbones.base import Backbone
-from .errors import TransferkitError
+from .._files import merge_json
+from ..backbones.base import Backbone
+from ..errors import TransferkitError
 
 COMPILE_ENV = "TRANSFERKIT_COMPILE"
 MODES = ("auto", "always", "never")

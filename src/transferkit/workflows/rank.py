@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from .data import load_data, make_splits
-from .data.dataset import Dataset
-from .errors import BackboneUnavailableError, TransferkitError
-from .transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
+from ..data import load_data, make_splits
+from ..data.dataset import Dataset
+from ..errors import BackboneUnavailableError, TransferkitError
+from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
 
 # Cut points and controls for ``--backbones pool``: the pack, intermediate depths of it, its random-init twin.
 _POOL_LAYERS = {"pack:efficientnet-lite0": (4, 5, 6), "pack:minilm-l6": (2, 4)}
@@ -87,7 +87,7 @@ class RankResult:
 def default_candidates(modality: str, pool: bool = False, controls: bool = True) -> list[str]:
     """Installed packs for ``modality``; with ``pool`` also intermediate depths of them; with ``controls`` the
     random-init twin of the first pack (it must rank last, or the scores say little on this data)."""
-    from .backbones.packs import PACKS
+    from ..backbones.packs import PACKS
 
     packs = [f"pack:{n}" for n, p in PACKS.items() if p.modality == modality and p.installed()]
     if not packs:
@@ -186,9 +186,9 @@ def rank(
     classes, score more). With ``out``, writes ``rank.json``
     and ``rank.md``.
     """
-    from .backbones import create_backbone
-    from .backbones.registry import split_generic_options
-    from .features import extract_features
+    from ..backbones import create_backbone
+    from ..backbones.registry import split_generic_options
+    from ..core.features import extract_features
 
     if by not in METRICS:
         raise TransferkitError(f"by={by!r} is not a score; choose one of {', '.join(METRICS)}.")
@@ -294,7 +294,7 @@ def print_rank(result: RankResult) -> None:
     """Rich table of the ranking on the console, the recommendation and any warnings."""
     from rich.table import Table
 
-    from .progress import out_console as console
+    from ..core.progress import out_console as console
 
     table = Table(title=f"{result.data}: {result.n_samples} training samples, sorted by {_METRIC_NAMES[result.by]}")
     for col in ("#", "backbone", *(_METRIC_NAMES[m] for m in METRICS), "forward", "score", "note"):

@@ -14,16 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backbones.base import Backbone
-from .data.dataset import Dataset
+from .._files import default_cache_dir
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset
 from .progress import progress_bar
 
 CACHE_VERSION = "1"
-
-
-def default_cache_dir() -> Path:
-    """``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``."""
-    return Path(os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit"))
 
 
 def default_device() -> torch.device:
@@ -118,14 +114,14 @@ def extract_features(
     made) and ``saved_s`` (the part of it a cache hit saved): budget matching charges a cached run its cold cost;
     ``engine`` says how the backbone ran. ``batch_size`` defaults to ``default_batch_size``. ``compile``: auto
     (default, or ``$TRANSFERKIT_COMPILE``) compiles the
-    backbone when that pays for this job on this machine (see ``transferkit.fastpath``); always; never.
+    backbone when that pays for this job on this machine (see ``transferkit.core.fastpath``); always; never.
     """
     from .fastpath import Runner, compile_mode
 
     compile = compile_mode(compile)
     stats = stats if stats is not None else {}
     if backbone.modality != ds.modality:
-        from .errors import TransferkitError
+        from ..errors import TransferkitError
 
         raise TransferkitError(
             f"Backbone {backbone.spec} takes {backbone.modality}s but {ds.name} holds {ds.modality}s."

@@ -26,9 +26,9 @@ from torch import nn
 from .._files import merge_json, read_json_dict
 from ..backbones.base import load_image
 from ..backbones.scratch import SmallCNN
+from ..core.progress import progress_bar
 from ..data.dataset import Dataset, Splits
-from ..progress import progress_bar
-from .scratch_cache import CONTROL_VERSION, ControlCache, control_key
+from .control_cache import CONTROL_VERSION, ControlCache, control_key
 
 
 @dataclass
@@ -188,7 +188,7 @@ class _CNNRun:
 
 def train_scratch_pixels(ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor], seed: int) -> dict[str, Any]:
     """Multinomial logistic regression on raw pixels (C chosen on validation, refit on train + val)."""
-    from ..heads import fit_linear_probe
+    from ..core.heads import fit_linear_probe
 
     t0 = time.perf_counter()
     flat = {p: x.reshape(len(x), -1).double() / 255.0 for p, x in xs.items()}
@@ -390,7 +390,7 @@ def run_scratch(
     Texts: TF-IDF + logistic regression, which is not iterative: a budget does not apply. ``cache_dir`` defaults to
     the feature cache's folder; ``use_cache=False`` neither reads nor writes it.
     """
-    from ..features import default_cache_dir
+    from ..core.features import default_cache_dir
 
     config = config or ScratchConfig()
     root = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import TransferkitError
+from ..errors import TransferkitError
 from .progress import progress_bar
 
 

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .backbones.base import Backbone
-from .data.dataset import Dataset
-from .errors import TransferkitError
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset
+from ..errors import TransferkitError
 
 
 def parse_budget(text: str) -> float:
@@ -36,7 +36,7 @@ def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seed
 
     Costs come from timing one small batch of this backbone on this data (forward ~ 1 unit, training step ~ 3).
     """
-    from .backbones.adapters import default_targets
+    from ..backbones.adapters import default_targets
 
     sample = ds.take(range(min(16, len(ds))))
     backbone.embed(sample[:2])  # warm-up

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .heads import _moments
+from ..core.heads import _moments
 
 
 def domain_classifier(xs: np.ndarray, xt: np.ndarray, seed: int, c: float = 1.0) -> Any:

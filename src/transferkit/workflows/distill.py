@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import load_data, make_splits
-from .data.dataset import Dataset
-from .errors import TransferkitError
-from .evaluation import classification_metrics, mean_ci, verdict
-from .model import TransferModel
+from ..core.evaluation import classification_metrics, mean_ci, verdict
+from ..core.model import TransferModel
+from ..data import load_data, make_splits
+from ..data.dataset import Dataset
+from ..errors import TransferkitError
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.5, 0.9)
@@ -133,9 +133,9 @@ def distill(
     """
     import tempfile
 
-    from .api import fit, write_run
-    from .export import CONFIG, load
-    from .training import is_main_process
+    from ..core.export import CONFIG, load
+    from ..core.training import is_main_process
+    from .fit import fit, write_run
 
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
@@ -224,7 +224,7 @@ def write_distill(res: DistillResult, out: Path) -> None:
 def print_distill(res: DistillResult) -> None:
     from rich.table import Table
 
-    from .progress import out_console as console
+    from ..core.progress import out_console as console
 
     table = Table(title=f"{res.data}: {res.teacher} -> {res.student} (T={res.temperature}, alpha={res.alpha})")
     for col in ("model", "accuracy", "95% CI", "parameters", "fp32 MB", "samples/s"):

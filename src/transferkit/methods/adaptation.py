@@ -56,9 +56,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .diagnostic import domain_classifier
-from .errors import TransferkitError
-from .heads import MLPHead, _moments, fold_standardisation
+from ..core.heads import MLPHead, _moments, fold_standardisation
+from ..errors import TransferkitError
+from .shift import domain_classifier
 
 METHODS = ("source-only", "dann", "coral", "adabn", "label-shift", "self-training")
 SELECTIONS = ("dev", "im", "source-val")
@@ -401,7 +401,7 @@ def reverse_accuracy(trial: Trial, xt: np.ndarray, xv: np.ndarray, yv: np.ndarra
     Assumes the reverse shift (target to source) is otherwise the same for every trial. A trial that puts the whole
     target in one class scores that class's share of the validation rows.
     """
-    from .heads import _logreg_path
+    from ..core.heads import _logreg_path
 
     if trial.mean is None or trial.std is None:
         raise ValueError("the trial has no standardisation moments")

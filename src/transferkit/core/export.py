@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ._version import __version__
-from .backbones import create_backbone
-from .backbones.base import preprocess_from_dict
-from .errors import TransferkitError
+from .._version import __version__
+from ..backbones import create_backbone
+from ..backbones.base import preprocess_from_dict
+from ..errors import TransferkitError
 from .model import TransferModel, build_head, head_config
 
 FORMAT_VERSION = 1
@@ -100,7 +100,7 @@ def load(path: str | Path) -> TransferModel:
             "(a different pack or model version); retrain or install the original version."
         )
     if bcfg.get("adapter"):
-        from .backbones.adapters import inject_lora
+        from ..backbones.adapters import inject_lora
 
         inject_lora(backbone, bcfg["adapter"])
         saved = load_file(str(path / "adapter.safetensors"))

@@ -15,7 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .adaptation import (
+from ..core.evaluation import mean_ci, verdict
+from ..data import load_data, make_splits
+from ..data.dataset import Dataset
+from ..errors import DataError, TransferkitError
+from ..methods.adaptation import (
     BLIND,
     SELECTIONS,
     AdaptSettings,
@@ -26,11 +30,7 @@ from .adaptation import (
     to_head,
     train_method,
 )
-from .data import load_data, make_splits
-from .data.dataset import Dataset
-from .diagnostic import shift_diagnostic
-from .errors import DataError, TransferkitError
-from .evaluation import mean_ci, verdict
+from ..methods.shift import shift_diagnostic
 
 RECOMMEND = ("reverse", "criterion")
 
@@ -200,16 +200,16 @@ def adapt(
     ``target_column``, a built-in name or Dataset whose labels are ignored, a list). ``target_test``: labelled
     target data, used only to report target accuracy after training and selection. The backbone is frozen (its
     features are cached); each method trains an adapter on them per seed, its epoch and hyperparameter chosen by
-    ``select`` (see ``transferkit.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies).
+    ``select`` (see ``transferkit.methods.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies).
     ``recommend`` says how the method to use is chosen, also without target labels (see
     ``AdaptResult.recommended``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the seed-0
     model of the recommended method.
     """
-    from .api import DEFAULT_BACKBONES
-    from .backbones import create_backbone
-    from .data.sources import load_unlabelled, unlabelled_dataset
-    from .features import extract_features
-    from .model import TransferModel
+    from ..backbones import create_backbone
+    from ..core.features import extract_features
+    from ..core.model import TransferModel
+    from ..data.sources import load_unlabelled, unlabelled_dataset
+    from .fit import DEFAULT_BACKBONES
 
     chosen_methods = check_methods(methods)
     if select not in SELECTIONS:
@@ -337,7 +337,7 @@ def print_adapt(res: AdaptResult) -> None:
     """Rich table of the comparison, the diagnostic and the verdicts on the console."""
     from rich.table import Table
 
-    from .progress import out_console as console
+    from ..core.progress import out_console as console
 
     d = res.diagnostic
     console.print(f"Shift diagnostic: proxy A-distance {d['proxy_a_distance']:.2f} of 2, MMD^2 {d['mmd2']:.4f} "
