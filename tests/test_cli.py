@@ -237,3 +237,33 @@ def test_subprocess_exit_code_and_stderr(tmp_path):
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+DATA_OPTIONS = ("--text-column", "--label-column", "--image-column", "--encoding", "--seed", "--val-size",
+                "--test-size", "--per-class", "--max-test", "--quiet")
+
+
+@pytest.mark.parametrize("command", ["fit", "compare", "distill", "adapt", "rank"])
+def test_every_data_command_takes_the_same_data_options(command):
+    from typer.main import get_command
+
+    cmd = get_command(app).commands[command]
+    names = {opt for p in cmd.params for opt in p.opts}
+    assert set(DATA_OPTIONS) <= names, sorted(set(DATA_OPTIONS) - names)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--encoding", "nope-8"], "encoding='nope-8'"),
+        (["--val-size", "1.5"], "val_size must be a fraction"),
+        (["--val-size", "0.6", "--test-size", "0.5"], "val_size + test_size"),
+        (["--per-class", "1"], "per_class must be a whole number of at least 2"),
+        (["--max-test", "0"], "max_test must be a whole number of at least 1"),
+    ],
+)
+@pytest.mark.parametrize("command", ["fit", "compare", "rank"])
+def test_bad_data_options_fail_before_any_work(command, args, match, image_data, tmp_path):
+    result = invoke(command, image_data, *args, "--out", tmp_path / "out")
+    assert_clean_failure(result, match)
+    assert not (tmp_path / "out").exists()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from .data.spec import DataSpec, SplitSpec
 from .errors import TransferkitError
 
 app = typer.Typer(
@@ -21,6 +23,49 @@ app = typer.Typer(
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
+
+
+def data_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared data options, generated from the fields of ``DataSpec`` and ``SplitSpec`` (their
+    ``help`` metadata), plus ``--quiet``; the command receives them built and validated as ``reading: DataSpec``,
+    ``split: SplitSpec`` and ``quiet: bool``."""
+    import functools
+    import inspect
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    groups = {"reading": DataSpec, "split": SplitSpec}
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name not in groups]
+    added = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=f.default,
+            annotation=Annotated[get_type_hints(cls)[f.name], typer.Option(help=f.metadata["help"])],
+        )
+        for cls in groups.values()
+        for f in fields(cls)
+    ]
+    added.append(
+        inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=Annotated[bool, typer.Option(help="No progress bars.")])
+    )
+    own = [p for p in own if p.name != "quiet"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        try:
+            built = {
+                name: cls(**{f.name: kwargs.pop(f.name) for f in fields(cls)}) for name, cls in groups.items()
+            }
+        except TransferkitError as e:
+            _fail(e)
+            return
+        command(**kwargs, **built)
+
+    wrapper.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+    return wrapper
 
 
 @app.command()
@@ -56,6 +101,7 @@ def datasets() -> None:
 
 
 @app.command()
+@data_options
 def fit(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
     backbone: Annotated[
@@ -84,15 +130,6 @@ def fit(
         int, typer.Option(help="With --strategy auto: seeds per rung (--seed, --seed + 1, ...).")
     ] = 3,
     budget: Annotated[str, typer.Option(help="With --strategy auto: time budget, e.g. 10m.")] = "10m",
-    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
-    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
-    encoding: Annotated[str, typer.Option(help="Text encoding of a CSV/JSONL file.")] = "utf-8",
-    seed: Annotated[int, typer.Option(help="Seed for splits and training.")] = 0,
-    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class (few-shot).")] = None,
-    val_size: Annotated[float, typer.Option(help="Fraction of labelled data used for validation.")] = 0.2,
-    test_size: Annotated[float, typer.Option(help="Test fraction when the data has no test split.")] = 0.2,
-    max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
     scratch: Annotated[bool, typer.Option(help="Also train the from-scratch control.")] = True,
     scratch_budget: Annotated[
         str,
@@ -102,7 +139,10 @@ def fit(
         ),
     ] = "work",
     cache: Annotated[bool, typer.Option(help="Use the on-disk feature cache.")] = True,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    *,
+    reading: DataSpec,
+    split: SplitSpec,
+    quiet: bool,
 ) -> None:
     """Train on DATA with a pretrained backbone, compare with scratch, save model + report."""
     from .workflows.fit import fit as run_fit
@@ -117,18 +157,11 @@ def fit(
             backbone,
             strategy,
             out=out or Path("runs") / name,
-            seed=seed,
-            per_class=per_class,
-            val_size=val_size,
-            test_size=test_size,
-            max_test=max_test,
-            text_column=text_column,
-            label_column=label_column,
-            image_column=image_column,
-            encoding=encoding,
             scratch=scratch,
             scratch_budget=scratch_budget,
             use_cache=cache,
+            **reading.kwargs(),
+            **split.kwargs(),
             progress=not quiet,
             resume=resume,
             top_k=top_k,
@@ -149,6 +182,7 @@ def fit(
 
 
 @app.command()
+@data_options
 def compare(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
     strategies: Annotated[
@@ -164,12 +198,6 @@ def compare(
     option: Annotated[
         list[str] | None, typer.Option("--set", help="LABEL.KEY=VALUE, e.g. finetune.epochs=3 (repeatable).")
     ] = None,
-    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class.")] = None,
-    max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
-    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
     budget: Annotated[str, typer.Option(help="With --strategies auto: time budget, e.g. 10m.")] = "10m",
     scratch_budget: Annotated[
         str,
@@ -178,6 +206,10 @@ def compare(
             "own 40-epoch schedule; matched: the seconds of the costliest run on this machine."
         ),
     ] = "work",
+    *,
+    reading: DataSpec,
+    split: SplitSpec,
+    quiet: bool,
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
     from .workflows.compare import compare as run_compare
@@ -200,11 +232,8 @@ def compare(
             seeds,
             out=out or Path("runs") / f"{name}-compare",
             options=per_strategy,
-            per_class=per_class,
-            max_test=max_test,
-            text_column=text_column,
-            image_column=image_column,
-            label_column=label_column,
+            **reading.kwargs(),
+            **split.kwargs(),
             progress=not quiet,
             budget=budget,
             scratch_budget=scratch_budget,
@@ -216,6 +245,7 @@ def compare(
 
 
 @app.command()
+@data_options
 def distill(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
     teacher: Annotated[
@@ -236,13 +266,11 @@ def distill(
     sweep: Annotated[
         bool, typer.Option(help="Try T in 1,2,4,8 x alpha in 0.5,0.9 per seed; keep the best on validation.")
     ] = False,
-    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class.")] = None,
-    max_test: Annotated[int | None, typer.Option(help="Cap the test set (stratified subsample).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-distill).")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
-    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    *,
+    reading: DataSpec,
+    split: SplitSpec,
+    quiet: bool,
 ) -> None:
     """Distil a teacher into a small student; compare with the same student on hard labels, over seeds."""
     from .workflows.distill import distill as run_distill
@@ -262,11 +290,8 @@ def distill(
             unlabelled_column=unlabelled_column,
             teacher_strategy=teacher_strategy,
             sweep=sweep,
-            per_class=per_class,
-            max_test=max_test,
-            text_column=text_column,
-            image_column=image_column,
-            label_column=label_column,
+            **reading.kwargs(),
+            **split.kwargs(),
             progress=not quiet,
             out=out or Path("runs") / f"{name}-distill",
         )
@@ -278,6 +303,7 @@ def distill(
 
 
 @app.command()
+@data_options
 def adapt(
     source: Annotated[str, typer.Option(help="Labelled source data: image folder, CSV/JSONL file or built-in name.")],
     target: Annotated[
@@ -301,15 +327,14 @@ def adapt(
     seeds: Annotated[int, typer.Option(help="Number of seeds (each its own source split).")] = 3,
     epochs: Annotated[int, typer.Option(help="Adapter epochs; each epoch is a candidate checkpoint.")] = 30,
     max_target: Annotated[int | None, typer.Option(help="Use at most N unlabelled target inputs.")] = None,
-    per_class: Annotated[int | None, typer.Option(help="Keep N labelled source examples per class.")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<source name>-adapt).")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column of the CSV/JSONL files.")] = None,
-    image_column: Annotated[str | None, typer.Option(help="Image-path column of the CSV/JSONL files.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column of the labelled CSV/JSONL files.")] = "label",
     target_column: Annotated[
         str | None, typer.Option(help="Text/image column of the unlabelled target file (default: as the source).")
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    *,
+    reading: DataSpec,
+    split: SplitSpec,
+    quiet: bool,
 ) -> None:
     """Adapt a source-trained model to an unlabelled target domain; compare each method with source-only."""
     from .workflows.adapt import adapt as run_adapt
@@ -329,11 +354,9 @@ def adapt(
             seeds=seeds,
             epochs=epochs,
             max_target=max_target,
-            per_class=per_class,
-            text_column=text_column,
-            image_column=image_column,
-            label_column=label_column,
             target_column=target_column,
+            **reading.kwargs(),
+            **split.kwargs(),
             progress=not quiet,
             out=out or Path("runs") / f"{name}-adapt",
         )
@@ -345,6 +368,7 @@ def adapt(
 
 
 @app.command()
+@data_options
 def rank(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
     backbones: Annotated[
@@ -357,13 +381,11 @@ def rank(
     by: Annotated[str, typer.Option(help="Score that picks the recommendation: logme, leep, nce or hscore.")] = "logme",
     controls: Annotated[bool, typer.Option(help="Add a random-init control, which should rank last.")] = True,
     max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 500,
-    seed: Annotated[int, typer.Option(help="Seed of the split (the one `fit --seed` uses) and the subsample.")] = 0,
-    per_class: Annotated[int | None, typer.Option(help="Keep N labelled examples per class (few-shot).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / rank.md.")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
-    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
-    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    *,
+    reading: DataSpec,
+    split: SplitSpec,
+    quiet: bool,
 ) -> None:
     """Score candidate backbones on DATA (LogME, LEEP, NCE, H-score) from one forward pass each; no training."""
     from .workflows.rank import print_rank
@@ -376,12 +398,9 @@ def rank(
             backbones,
             by=by,
             controls=controls,
-            seed=seed,
-            per_class=per_class,
             max_samples=max_samples,
-            text_column=text_column,
-            image_column=image_column,
-            label_column=label_column,
+            **reading.kwargs(),
+            **split.kwargs(),
             progress=not quiet,
             out=out or Path("runs") / f"{name}-rank",
         )

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluation import mean_ci, verdict
-from ..data import load_data, make_splits
 from ..data.dataset import Dataset
+from ..data.spec import DataSpec, SplitSpec
 from ..errors import DataError, TransferkitError
 from ..methods.adaptation import (
     BLIND,
@@ -180,6 +180,7 @@ def adapt(
     seeds: int = 3,
     epochs: int = 30,
     settings: AdaptSettings | None = None,
+    seed: int = 0,
     per_class: int | None = None,
     val_size: float = 0.2,
     test_size: float = 0.2,
@@ -188,13 +189,15 @@ def adapt(
     text_column: str | None = None,
     label_column: str = "label",
     image_column: str | None = None,
+    encoding: str = "utf-8",
     target_column: str | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
     out: str | Path | None = None,
 ) -> AdaptResult:
-    """Adapt a model trained on labelled ``source`` to the unlabelled ``target`` with each of ``methods``.
+    """Adapt a model trained on labelled ``source`` to the unlabelled ``target`` with each of ``methods``, over
+    ``seeds`` seeds (``seed``, ``seed`` + 1, ...; each its own source split).
 
     ``source``: anything ``fit`` takes. ``target``: unlabelled inputs (a folder, a CSV/JSONL file with
     ``target_column``, a built-in name or Dataset whose labels are ignored, a list). ``target_test``: labelled
@@ -202,8 +205,8 @@ def adapt(
     features are cached); each method trains an adapter on them per seed, its epoch and hyperparameter chosen by
     ``select`` (see ``transferkit.methods.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies).
     ``recommend`` says how the method to use is chosen, also without target labels (see
-    ``AdaptResult.recommended``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the seed-0
-    model of the recommended method.
+    ``AdaptResult.recommended``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the first
+    seed's model of the recommended method.
     """
     from ..backbones import create_backbone
     from ..core.features import extract_features
@@ -221,8 +224,10 @@ def adapt(
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
     settings = replace(settings, epochs=epochs) if settings else AdaptSettings(epochs=epochs)
-    ds = load_data(source, text_column=text_column, label_column=label_column, image_column=image_column)
-    items = load_unlabelled(target, ds.modality, target_column or text_column or image_column)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    reading = DataSpec(text_column, label_column, image_column, encoding)
+    ds = reading.load(source)
+    items = load_unlabelled(target, ds.modality, target_column or text_column or image_column, encoding)
     if len(items) < 10:
         raise DataError(f"The unlabelled target holds {len(items)} inputs; adaptation needs at least 10.")
     if max_target is not None and len(items) > max_target:
@@ -230,8 +235,7 @@ def adapt(
         items = [items[int(i)] for i in keep]
     test_ds = None
     if target_test is not None:
-        test_ds = load_data(target_test, text_column=text_column, label_column=label_column,
-                            image_column=image_column)
+        test_ds = reading.load(target_test)
         if test_ds.modality != ds.modality:
             raise DataError(f"The target test data holds {test_ds.modality}s; the source holds {ds.modality}s.")
         _target_labels(test_ds, ds.classes)  # fail early on unknown classes; the labels are read again at the end
@@ -241,8 +245,8 @@ def adapt(
                       recommend, out=Path(out) if out else None)
     cache = Path(cache_dir) if cache_dir else None
     t0 = time.perf_counter()
-    splits = [make_splits(ds, seed=s, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
-              for s in range(seeds)]
+    seed_list = list(range(split.seed, split.seed + seeds))
+    splits = [split.make(ds, seed=s) for s in seed_list]
     used = np.unique(np.concatenate([np.concatenate([sp.train, sp.val, sp.test]) for sp in splits]))
     feats = dict(cache_dir=cache, use_cache=use_cache, progress=progress)
     xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
@@ -259,11 +263,11 @@ def adapt(
         return xs_all[[pos[int(i)] for i in idx]]
 
     t0 = time.perf_counter()
-    res.diagnostic = shift_diagnostic(rows(splits[0].train), xt, seed=0)
+    res.diagnostic = shift_diagnostic(rows(splits[0].train), xt, seed=seed_list[0])
     res.timings["diagnostic"] = time.perf_counter() - t0
     heads: dict[str, Any] = {}
     y = ds.targets
-    for seed, sp in enumerate(splits):
+    for seed, sp in zip(seed_list, splits, strict=True):
         xs, ys, xv, yv = rows(sp.train), y[sp.train], rows(sp.val), y[sp.val]
         weights = importance_weights(xs, xt, xv, seed) if select == "dev" else None
         run: dict[str, Any] = {"seed": seed, "methods": {}}
@@ -284,7 +288,7 @@ def adapt(
             }
             if x_test is not None:
                 preds[method] = predict_logits(head, x_test).argmax(1)
-            if seed == 0:
+            if seed == seed_list[0]:
                 heads[method] = head
         res.runs.append(run)
         res.target_predictions.append(preds)

@@ -15,7 +15,7 @@ from ..backbones import create_backbone
 from ..core.evaluation import Verdict, classification_metrics, mean_ci, verdict
 from ..core.model import TransferModel
 from ..core.progress import out_console
-from ..data import load_data, make_splits
+from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
@@ -144,6 +144,7 @@ def compare(
     *,
     out: str | Path | None = None,
     options: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
     per_class: int | None = None,
     val_size: float = 0.2,
     test_size: float = 0.2,
@@ -161,6 +162,8 @@ def compare(
 ) -> CompareResult:
     """Run each strategy and the scratch control on the same seeded splits; decide with paired intervals.
 
+    ``seeds`` is a count (seeds ``seed``, ``seed`` + 1, ...; each its own split) or the seeds themselves.
+
     ``strategies`` entries are strategy names or ``label=strategy`` variants (e.g. ``lp-ft=finetune``), and
     ``options`` maps a label to its config options. ``strategies="auto"`` picks the rungs that fit ``budget`` (see
     ``transferkit.workflows.auto``). ``scratch_budget="matched"`` gives the scratch control, in each seed, the time the
@@ -176,10 +179,9 @@ def compare(
 
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
-    ds = load_data(
-        data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
-    )
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
+    seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:
         raise TransferkitError("compare needs at least one seed and one strategy.")
     spec = backbone or DEFAULT_BACKBONES[ds.modality]
@@ -188,8 +190,8 @@ def compare(
         from .rank import rank
 
         ranked = rank(
-            ds, None, controls=False, seed=seed_list[0], val_size=val_size, test_size=test_size,
-            per_class=per_class, max_test=max_test, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
+            ds, None, controls=False, **split.with_seed(seed_list[0]).kwargs(), cache_dir=cache_dir,
+            use_cache=use_cache, progress=progress,
         )
         spec = ranked.recommended
         notes.append(
@@ -199,9 +201,7 @@ def compare(
     if strategies == "auto" or list(strategies) == ["auto"]:
         from .auto import parse_budget, plan_ladder
 
-        first = make_splits(
-            ds, seed=seed_list[0], val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
-        )
+        first = split.make(ds, seed=seed_list[0])
         plan = plan_ladder(
             create_backbone(spec),
             ds,
@@ -248,9 +248,7 @@ def compare(
     models: dict[str, TransferModel] = {}
     n_classes = len(ds.classes)
     for seed in seed_list:
-        splits = make_splits(
-            ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
-        )
+        splits = split.make(ds, seed=seed)
         costs, works = [], []
         preds: dict[str, Any] = {}
         for label, name in variants.items():

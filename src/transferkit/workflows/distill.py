@@ -13,8 +13,8 @@ import numpy as np
 
 from ..core.evaluation import classification_metrics, mean_ci, verdict
 from ..core.model import TransferModel
-from ..data import load_data, make_splits
 from ..data.dataset import Dataset
+from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
@@ -108,6 +108,7 @@ def distill(
     teacher_strategy: str = "linear-probe",
     teacher_options: dict[str, Any] | None = None,
     student_options: dict[str, Any] | None = None,
+    seed: int = 0,
     per_class: int | None = None,
     val_size: float = 0.2,
     test_size: float = 0.2,
@@ -115,19 +116,21 @@ def distill(
     text_column: str | None = None,
     label_column: str = "label",
     image_column: str | None = None,
+    encoding: str = "utf-8",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     out: str | Path | None = None,
     sweep: bool = False,
 ) -> DistillResult:
-    """Distil ``teacher`` into ``student`` on ``data`` over ``seeds`` seeds, next to the hard-label control.
+    """Distil ``teacher`` into ``student`` on ``data`` over ``seeds`` seeds (``seed``, ``seed`` + 1, ...; each its
+    own split), next to the hard-label control.
 
     ``teacher``: a saved transferkit model folder (used as is on every seed: it must not have seen the test
     items) or a backbone spec, trained per seed with ``teacher_strategy`` on that seed's training split.
     ``student``: a backbone spec (e.g. ``scratch:cnn``, ``pack:minilm-l6?layer=2``); ``auto`` is ``scratch:cnn``
     for images and the first two layers of MiniLM for texts. Both students train ``epochs`` epochs with the same
     schedule; the control has alpha 0 and no unlabelled data. With ``out``: ``distill.json``, ``report.md`` and
-    the seed-0 distilled student in ``out/model``. ``sweep``: the distilled student tries every T in
+    the first seed's distilled student in ``out/model``. ``sweep``: the distilled student tries every T in
     ``SWEEP_TEMPERATURES`` with every alpha in ``SWEEP_ALPHAS`` per seed and keeps the best on validation (the
     test split plays no part; the choice is recorded per seed).
     """
@@ -139,7 +142,9 @@ def distill(
 
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
-    ds: Dataset = load_data(data, text_column=text_column, label_column=label_column, image_column=image_column)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
+    first = split.seed
     if student == "auto":
         student = "scratch:cnn?size=32" if ds.modality == "image" else "pack:minilm-l6?layer=2"
     saved_teacher = Path(teacher).expanduser()
@@ -148,14 +153,13 @@ def distill(
         raise TransferkitError(
             f"{saved_teacher} is neither a saved transferkit model (no {CONFIG} in it) nor a backbone folder."
         )
-    common = {"per_class": per_class, "val_size": val_size, "test_size": test_size, "max_test": max_test,
-              "cache_dir": cache_dir, "progress": progress, "scratch": False}
+    common = {**split.kwargs(), "cache_dir": cache_dir, "progress": progress, "scratch": False}
+    del common["seed"]  # each run is given its own
     res = DistillResult(ds.name, teacher, student, temperature, alpha, out=Path(out) if out else None)
     opts = {"epochs": epochs, "patience": None, "temperature": temperature, **(student_options or {})}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
-            splits = make_splits(ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class,
-                                 max_test=max_test)
+        for seed in range(first, first + seeds):
+            splits = split.make(ds, seed=seed)
             if is_saved:
                 teacher_dir = saved_teacher
                 tmodel = load(teacher_dir)
@@ -179,7 +183,7 @@ def distill(
                     if r is None or vals[-1] > max(vals[:-1]):
                         r = f
                 assert r is not None
-                if out and seed == 0 and a > 0 and is_main_process():
+                if out and seed == first and a > 0 and is_main_process():
                     write_run(r, Path(out))
                 curve = r.record["strategy_info"].get("learning_curve", [])
                 runs[role] = {**r.metrics["transfer"], "wall_s": r.record["timings_s"]["transfer_total"],
@@ -191,9 +195,9 @@ def distill(
                 if len(grid) > 1:
                     runs[role]["sweep"] = [{"temperature": t, "alpha": al, "val_accuracy": v}
                                            for (t, al), v in zip(grid, vals, strict=True)]
-                if seed == 0:
+                if seed == first:
                     res.sizes[role] = _size(r.model, ds.take(splits.test[:256]))
-            if seed == 0:
+            if seed == first:
                 res.sizes["teacher"] = _size(tmodel, ds.take(splits.test[:256]))
             res.runs.append(runs)
     if out is not None:

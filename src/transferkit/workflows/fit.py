@@ -19,8 +19,8 @@ from ..core.features import default_cache_dir
 from ..core.model import TransferModel
 from ..core.progress import out_console as console
 from ..core.training import is_main_process
-from ..data import load_data, make_splits
 from ..data.dataset import Dataset, Splits
+from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
@@ -100,9 +100,8 @@ def fit(
     """
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
-    ds = load_data(
-        data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
-    )
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
     if strategy == "auto":
         if resume:
             raise TransferkitError(
@@ -118,13 +117,12 @@ def fit(
         if seeds < 1:
             raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
         return _fit_auto(
-            ds, backbone, out=out, seeds=list(range(seed, seed + seeds)), budget=budget, per_class=per_class,
-            val_size=val_size, test_size=test_size, max_test=max_test, scratch_budget=scratch_budget,
+            ds, backbone, out=out, split=split, seeds=seeds, budget=budget, scratch_budget=scratch_budget,
             cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
         )
     strat = STRATEGIES.get(strategy)
     config = make_config(strat, strategy_options)
-    splits = make_splits(ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test)
+    splits = split.make(ds)
     if top_k < 1:
         raise TransferkitError(f"top_k must be at least 1, got {top_k}.")
     checkpoint = Path(out) / "checkpoint" if out is not None else None
@@ -137,8 +135,7 @@ def fit(
         from .rank import rank
 
         ranking = rank(
-            ds, None, controls=False, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class,
-            max_test=max_test, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
+            ds, None, controls=False, **split.kwargs(), cache_dir=cache_dir, use_cache=use_cache, progress=progress
         )
         candidates = ranking.ordered(controls=False)[:top_k]
     else:
@@ -217,12 +214,15 @@ def fit(
     return fit_result
 
 
-def _fit_auto(ds: Dataset, backbone: str | None, *, out: str | Path | None, seeds: list[int], **kw: Any) -> FitResult:
+def _fit_auto(
+    ds: Dataset, backbone: str | None, *, out: str | Path | None, split: SplitSpec, seeds: int, **kw: Any
+) -> FitResult:
     """The ladder through ``compare``, written as a fit: model, run.json (with the whole comparison), report.md."""
     from .compare import SCRATCH, compare, compare_record, report_lines
 
     options = kw.pop("options")
-    res = compare(ds, backbone, "auto", seeds, common_options=options or None, **kw)
+    res = compare(ds, backbone, "auto", seeds, common_options=options or None, **split.kwargs(), **kw)
+    seeds = list(range(split.seed, split.seed + seeds))
     first = [r for r in res.runs if r["seed"] == seeds[0]]
     pick = next(r for r in first if r["model"] == res.best)
     control = next(r for r in first if r["model"] == SCRATCH)
@@ -233,8 +233,7 @@ def _fit_auto(ds: Dataset, backbone: str | None, *, out: str | Path | None, seed
          "trainable_parameters": r["trainable_parameters"]}
         for r in res.summary()
     ]
-    splits = make_splits(ds, seed=seeds[0], val_size=kw["val_size"], test_size=kw["test_size"],
-                         per_class=kw["per_class"], max_test=kw["max_test"])
+    splits = split.make(ds)
     record = {
         "transferkit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data import load_data, make_splits
 from ..data.dataset import Dataset
+from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
 
@@ -194,13 +194,10 @@ def rank(
         raise TransferkitError(f"by={by!r} is not a score; choose one of {', '.join(METRICS)}.")
     if max_samples is not None and max_samples < 10:
         raise TransferkitError(f"max_samples must be at least 10, got {max_samples}.")
-    ds: Dataset = load_data(
-        data, text_column=text_column, label_column=label_column, image_column=image_column, encoding=encoding
-    )
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
     specs = parse_candidates(backbones, ds.modality, controls=controls)
-    splits = make_splits(
-        ds, seed=seed, val_size=val_size, test_size=test_size, per_class=per_class, max_test=max_test
-    )
+    splits = split.make(ds)
     idx = _sample(splits.train, ds.targets, max_samples, seed)
     y = ds.targets[idx]
     rows: list[RankRow] = []
