@@ -47,21 +47,33 @@ class Verdict:
 
     @property
     def text(self) -> str:
-        span = f"[{self.low:+.1f}, {self.high:+.1f}]"
-        if self.kind == "helps":
-            return f"transfer helps: {self.diff:+.1f} points {span} over scratch ({self.seeds} seeds)"
-        if self.kind == "negative transfer":
-            return f"negative transfer: scratch is better by {-self.diff:.1f} points {span} ({self.seeds} seeds)"
-        return f"no clear difference: {self.diff:+.1f} points {span} ({self.seeds} seeds)"
+        """The sentence about transfer against scratch."""
+        return self.sentence()
 
     def phrase(self, what: str, baseline: str) -> str:
-        """The verdict as one sentence about ``what`` against ``baseline`` (e.g. "distillation", "hard labels")."""
-        span = f"[{self.low:+.1f}, {self.high:+.1f}]"
+        """The sentence about ``what`` against ``baseline`` (e.g. "distillation", "hard labels alone")."""
+        return self.sentence(what, baseline)
+
+    def sentence(self, what: str = "transfer", baseline: str = "scratch") -> str:
+        """The one verdict sentence every report prints: ``what`` against ``baseline``, the mean paired difference in
+        points and its interval; with one seed, the difference on that seed and no interval."""
+        if self.seeds == 1:
+            word = "higher" if self.diff >= 0 else "lower"
+            return (
+                f"{what.capitalize()} accuracy is {abs(self.diff):.1f} points {word} than {baseline} on this seed "
+                "(single seed: no confidence interval)."
+            )
+        diff, span, n = f"{self.diff:+.1f} points", f"[{self.low:+.1f}, {self.high:+.1f}]", f"({self.seeds} seeds)"
+        plain = (what, baseline) == ("transfer", "scratch")  # the words the transfer literature uses
         if self.kind == "helps":
-            return f"{what} helps: {self.diff:+.1f} points {span} over {baseline} ({self.seeds} seeds)"
+            return f"{what} helps: {diff} {span} over {baseline} {n}"
         if self.kind == "negative transfer":
-            return f"{what} hurts: {self.diff:+.1f} points {span} against {baseline} ({self.seeds} seeds)"
-        return f"{what}: no clear difference from {baseline}, {self.diff:+.1f} points {span} ({self.seeds} seeds)"
+            if plain:
+                return f"negative transfer: {baseline} is better by {-self.diff:.1f} points {span} {n}"
+            return f"{what} hurts: {diff} {span} against {baseline} {n}"
+        if plain:
+            return f"no clear difference: {diff} {span} {n}"
+        return f"{what}: no clear difference from {baseline}, {diff} {span} {n}"
 
 
 def verdict(transfer: Sequence[float], scratch: Sequence[float], confidence: float = 0.95) -> Verdict:

@@ -31,6 +31,7 @@ from ..methods.adaptation import (
     train_method,
 )
 from ..methods.shift import shift_diagnostic
+from .report import Column, ResultTable, decimal, percent, percent_ci
 
 RECOMMEND = ("reverse", "criterion")
 
@@ -112,7 +113,7 @@ class AdaptResult:
 
     def verdict_line(self, method: str) -> str:
         v = verdict(self.target_accuracy[method], self.target_accuracy["source-only"])
-        return v.phrase(method, "source-only")
+        return v.sentence(method, "source-only")
 
     def summary(self) -> list[dict[str, Any]]:
         rows = []
@@ -130,19 +131,25 @@ class AdaptResult:
             rows.append(row)
         return rows
 
-    def table(self) -> str:
+    def result_table(self) -> ResultTable:
+        """Per method: source and (with labels) target test accuracy, the selection criterion, reverse validation
+        and the checkpoint chosen on the first seed."""
         has_t = bool(self.target_accuracy)
-        head = "| method | source test % |" + (" target test % (mean [95% CI]) |" if has_t else "")
-        head += f" criterion ({self.select}, higher is better) | reverse val % (seeds beating source-only) |"
-        head += " chosen (seed 0) |"
-        lines = [head, "|" + "---|" * head.count(" |")]
+        columns = [Column("method", text=True), Column("source test", percent)]
+        columns += [Column("target test (mean [95% CI])", percent_ci)] if has_t else []
+        columns += [Column(f"criterion ({self.select}, higher is better)", decimal(4)),
+                    Column("reverse val (seeds beating source-only)", text=True), Column("chosen (seed 0)", text=True)]
+        table = ResultTable(f"{self.source} -> {self.target} ({self.backbone}, {len(self.runs)} seeds)", columns)
         for r in self.summary():
-            t = f" {100 * r['target_accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] |" if has_t else ""
-            crit = f"{r['criterion']:.4f}" if self.scored(r["method"]) else f"n/a ({self.select} cannot see it)"
+            target = [(r["target_accuracy"], r["low"], r["high"])] if has_t else []
+            crit = r["criterion"] if self.scored(r["method"]) else f"n/a ({self.select} cannot see it)"
             wins = "" if r["method"] == "source-only" else f" ({r['reverse_wins']}/{len(self.runs)})"
-            lines.append(f"| {r['method']} | {100 * r['source_test_accuracy']:.1f} |{t} {crit} | "
-                         f"{100 * r['reverse_accuracy']:.1f}{wins} | {r['chosen'][0]} |")
-        return "\n".join(lines)
+            table.add(r["method"], r["source_test_accuracy"], *target, crit, percent(r["reverse_accuracy"]) + wins,
+                      r["chosen"][0])
+        return table
+
+    def table(self) -> str:
+        return self.result_table().markdown()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -339,27 +346,13 @@ def write_adapt(res: AdaptResult, out: Path) -> None:
 
 def print_adapt(res: AdaptResult) -> None:
     """Rich table of the comparison, the diagnostic and the verdicts on the console."""
-    from rich.table import Table
-
     from ..core.progress import out_console as console
 
     d = res.diagnostic
     console.print(f"Shift diagnostic: proxy A-distance {d['proxy_a_distance']:.2f} of 2, MMD^2 {d['mmd2']:.4f} "
                   f"(p = {d['mmd_p']:.3f})")
     console.print(d["words"])
-    table = Table(title=f"{res.source} -> {res.target} ({res.backbone}, {len(res.runs)} seeds)")
-    cols = ["method", "source test"] + (["target test", "95% CI"] if res.target_accuracy else [])
-    for col in [*cols, f"criterion ({res.select}, higher better)", "reverse val", "chosen (seed 0)"]:
-        table.add_column(col, justify="left" if col in ("method", "chosen (seed 0)") else "right")
-    for r in res.summary():
-        cells = [r["method"], f"{r['source_test_accuracy']:.2%}"]
-        if res.target_accuracy:
-            cells += [f"{r['target_accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]"]
-        table.add_row(*cells, f"{r['criterion']:.4f}" if res.scored(r["method"]) else "n/a",
-                      f"{r['reverse_accuracy']:.2%}" + ("" if r["method"] == "source-only" else
-                                                         f" ({r['reverse_wins']}/{len(res.runs)})"),
-                      r["chosen"][0])
-    console.print(table)
+    console.print(res.result_table().rich())
     for r in res.summary():
         if "verdict" in r:
             console.print(r["verdict"])

@@ -20,6 +20,7 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
+from .report import Column, ResultTable, count, percent_ci, seconds
 
 SCRATCH = "scratch"
 
@@ -50,17 +51,20 @@ class CompareResult:
             )
         return rows
 
-    def table(self) -> str:
-        """Markdown: accuracy and macro-F1 as mean [95% CI] in percent, wall time, trainable parameters."""
-        lines = ["| model | accuracy % | macro-F1 % | wall s (mean) | trainable params |", "|---|---|---|---|---|"]
+    def result_table(self) -> ResultTable:
+        """Accuracy and macro-F1 as mean [95% CI] over the seeds, mean wall time, trainable parameters."""
+        table = ResultTable(
+            f"{self.meta.get('data', '')}: {len(self.meta.get('seeds', []))} seeds, mean [95% CI]",
+            (Column("model", text=True), Column("accuracy", percent_ci), Column("macro-F1", percent_ci),
+             Column("wall time (mean)", seconds), Column("trainable params", count)),
+        )
         for r in self.summary():
-            a, f = r["accuracy"], r["macro_f1"]
-            lines.append(
-                f"| {r['model']} | {100 * a[0]:.1f} [{100 * a[1]:.1f}, {100 * a[2]:.1f}] | "
-                f"{100 * f[0]:.1f} [{100 * f[1]:.1f}, {100 * f[2]:.1f}] | {r['wall_s']:.1f} | "
-                f"{r['trainable_parameters']:,} |"
-            )
-        return "\n".join(lines)
+            table.add(r["model"], r["accuracy"], r["macro_f1"], r["wall_s"], r["trainable_parameters"])
+        return table
+
+    def table(self) -> str:
+        """The comparison as a markdown table."""
+        return self.result_table().markdown()
 
     def verdict_lines(self) -> list[str]:
         return [f"{name}: {v.text}" for name, v in self.verdicts.items()]
@@ -366,21 +370,7 @@ def _write(res: CompareResult, out: Path) -> None:
 
 
 def print_compare(res: CompareResult) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{res.meta['data']}: {len(res.meta['seeds'])} seeds, mean [95% CI]")
-    for col in ("model", "accuracy %", "macro-F1 %", "wall time", "trainable params"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in res.summary():
-        a, f = r["accuracy"], r["macro_f1"]
-        table.add_row(
-            r["model"],
-            f"{100 * a[0]:.1f} [{100 * a[1]:.1f}, {100 * a[2]:.1f}]",
-            f"{100 * f[0]:.1f} [{100 * f[1]:.1f}, {100 * f[2]:.1f}]",
-            f"{r['wall_s']:.1f} s",
-            f"{r['trainable_parameters']:,}",
-        )
-    out_console.print(table)
+    out_console.print(res.result_table().rich())
     for line in res.verdict_lines():
         out_console.print(line)
     out_console.print(res.scratch_line())

@@ -16,6 +16,7 @@ from ..core.model import TransferModel
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
+from .report import Column, ResultTable, count, decimal, percent_ci
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.5, 0.9)
@@ -48,7 +49,7 @@ class DistillResult:
 
     def verdict_line(self) -> str:
         v = verdict(self.accuracies("student (distilled)"), self.accuracies("student (hard labels)"))
-        return v.phrase("distillation", "hard labels alone")
+        return v.sentence("distillation", "hard labels alone")
 
     def swept(self) -> str | None:
         """The T and alpha validation chose per seed, when the run swept them."""
@@ -64,17 +65,20 @@ class DistillResult:
         """Distilled-student accuracy / teacher accuracy (means over seeds)."""
         return float(np.mean(self.accuracies("student (distilled)")) / max(np.mean(self.accuracies("teacher")), 1e-12))
 
-    def table(self) -> str:
-        lines = [
-            "| model | accuracy (mean [95% CI]) | parameters | fp32 MB | samples/s (CPU) |",
-            "|---|---|---|---|---|",
-        ]
+    def result_table(self) -> ResultTable:
+        """Teacher and students: accuracy as mean [95% CI] over the seeds, size and CPU speed."""
+        table = ResultTable(
+            f"{self.data}: {self.teacher} -> {self.student} (T={self.temperature}, alpha={self.alpha})",
+            (Column("model", text=True), Column("accuracy (mean [95% CI])", percent_ci),
+             Column("parameters", count), Column("fp32 MB", decimal(1)), Column("samples/s (CPU)", decimal(1))),
+        )
         for r in self.summary():
-            lines.append(
-                f"| {r['role']} | {100 * r['accuracy']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}] | "
-                f"{r.get('parameters', 0):,.0f} | {r.get('fp32_mb', 0):.1f} | {r.get('samples_s', 0):.1f} |"
-            )
-        return "\n".join(lines)
+            table.add(r["role"], (r["accuracy"], r["low"], r["high"]), r.get("parameters"), r.get("fp32_mb"),
+                      r.get("samples_s"))
+        return table
+
+    def table(self) -> str:
+        return self.result_table().markdown()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -226,17 +230,9 @@ def write_distill(res: DistillResult, out: Path) -> None:
 
 
 def print_distill(res: DistillResult) -> None:
-    from rich.table import Table
-
     from ..core.progress import out_console as console
 
-    table = Table(title=f"{res.data}: {res.teacher} -> {res.student} (T={res.temperature}, alpha={res.alpha})")
-    for col in ("model", "accuracy", "95% CI", "parameters", "fp32 MB", "samples/s"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in res.summary():
-        table.add_row(r["role"], f"{r['accuracy']:.2%}", f"[{r['low']:.2%}, {r['high']:.2%}]",
-                      f"{r.get('parameters', 0):,.0f}", f"{r.get('fp32_mb', 0):.1f}", f"{r.get('samples_s', 0):.1f}")
-    console.print(table)
+    console.print(res.result_table().rich())
     console.print(res.verdict_line())
     console.print(f"Accuracy retained (distilled student / teacher): {res.retained():.1%}")
     if res.swept():

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._version import __version__
 from ..backbones import create_backbone
-from ..core.evaluation import classification_metrics
+from ..core.evaluation import classification_metrics, verdict
 from ..core.features import default_cache_dir
 from ..core.model import TransferModel
 from ..core.progress import out_console as console
@@ -25,6 +25,7 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
+from .report import Column, ResultTable, count, percent, seconds
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -41,15 +42,23 @@ class FitResult:
     compare: Any = None
     """With ``strategy="auto"``: the ``CompareResult`` of the ladder (every rung x seed against scratch)."""
 
+    def result_table(self) -> ResultTable:
+        """The comparison on the test split: one row per model."""
+        d = self.record["data"]
+        table = ResultTable(f"{d['name']}: test set ({d['splits']['test']})", MODEL_COLUMNS)
+        for r in self.rows:
+            table.add(r["name"], r["accuracy"], r["macro_f1"], r["wall_s"], r["trainable_parameters"])
+        return table
+
     def table(self) -> str:
         """The comparison as a markdown table."""
-        lines = ["| model | accuracy | macro-F1 | wall time (s) | trainable params |", "|---|---|---|---|---|"]
-        for r in self.rows:
-            lines.append(
-                f"| {r['name']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {r['wall_s']:.1f} | "
-                f"{r['trainable_parameters']:,} |"
-            )
-        return "\n".join(lines)
+        return self.result_table().markdown()
+
+
+MODEL_COLUMNS = (
+    Column("model", text=True), Column("accuracy", percent), Column("macro-F1", percent),
+    Column("wall time", seconds), Column("trainable params", count),
+)
 
 
 def fit(
@@ -376,33 +385,15 @@ def notes(record: dict[str, Any]) -> list[str]:
 
 
 def verdict_line(metrics: dict[str, dict[str, float]]) -> str:
-    """One sentence comparing transfer with scratch on a single seed (no interval: run seeds for that)."""
+    """The verdict sentence for one seed (no interval: run seeds for that)."""
     if "scratch" not in metrics:
         return "No scratch control was run."
-    diff = 100 * (metrics["transfer"]["accuracy"] - metrics["scratch"]["accuracy"])
-    word = "higher" if diff >= 0 else "lower"
-    return (
-        f"Transfer accuracy is {abs(diff):.1f} points {word} than scratch on this seed "
-        "(single seed: no confidence interval)."
-    )
+    return verdict([metrics["transfer"]["accuracy"]], [metrics["scratch"]["accuracy"]]).sentence()
 
 
 def print_result(result: FitResult) -> None:
     """Rich table of the comparison on the console."""
-    from rich.table import Table
-
-    table = Table(title=f"{result.record['data']['name']}: test set ({result.record['data']['splits']['test']})")
-    for col in ("model", "accuracy", "macro-F1", "wall time", "trainable params"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for r in result.rows:
-        table.add_row(
-            r["name"],
-            f"{r['accuracy']:.2%}",
-            f"{r['macro_f1']:.4f}",
-            f"{r['wall_s']:.1f} s",
-            f"{r['trainable_parameters']:,}",
-        )
-    console.print(table)
+    console.print(result.result_table().rich())
     console.print(verdict_line(result.metrics))
     for line in notes(result.record):
         console.print(line)

@@ -16,6 +16,7 @@ from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
+from .report import Column, ResultTable, decimal, seconds
 
 # Cut points and controls for ``--backbones pool``: the pack, intermediate depths of it, its random-init twin.
 _POOL_LAYERS = {"pack:efficientnet-lite0": (4, 5, 6), "pack:minilm-l6": (2, 4)}
@@ -62,15 +63,21 @@ class RankResult:
         rows = [r for r in self.rows if r.scores.get(metric) is not None and (controls or not r.control)]
         return [r.spec for r in sorted(rows, key=lambda r: -float(r.scores[metric]))]  # type: ignore[arg-type]
 
-    def table(self) -> str:
-        """Markdown table: every score per candidate, its time, and notes."""
-        head = " | ".join(_METRIC_NAMES[m] for m in METRICS)
-        lines = [f"| # | backbone | {head} | forward s | score s | note |", "|---" * (5 + len(METRICS)) + "|"]
+    def result_table(self) -> ResultTable:
+        """Every score per candidate, its forward and scoring time, and notes."""
+        table = ResultTable(
+            f"{self.data}: {self.n_samples} training samples, sorted by {_METRIC_NAMES[self.by]}",
+            (Column("#"), Column("backbone", text=True), *(Column(_METRIC_NAMES[m], decimal(4)) for m in METRICS),
+             Column("forward", seconds), Column("score", lambda v: f"{v:.2f} s"), Column("note", text=True)),
+        )
         for i, r in enumerate(self.rows, 1):
-            cells = " | ".join("n/a" if r.scores.get(m) is None else f"{r.scores[m]:.4f}" for m in METRICS)
-            tag = " (control)" if r.control else ""
-            lines.append(f"| {i} | {r.spec}{tag} | {cells} | {r.extract_s:.1f} | {r.score_s:.2f} | {r.note} |")
-        return "\n".join(lines)
+            table.add(str(i), r.spec + (" (control)" if r.control else ""), *(r.scores.get(m) for m in METRICS),
+                      r.extract_s, r.score_s, r.note)
+        return table
+
+    def table(self) -> str:
+        """The ranking as a markdown table."""
+        return self.result_table().markdown()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -289,18 +296,9 @@ def write_rank(result: RankResult, out: Path) -> None:
 
 def print_rank(result: RankResult) -> None:
     """Rich table of the ranking on the console, the recommendation and any warnings."""
-    from rich.table import Table
-
     from ..core.progress import out_console as console
 
-    table = Table(title=f"{result.data}: {result.n_samples} training samples, sorted by {_METRIC_NAMES[result.by]}")
-    for col in ("#", "backbone", *(_METRIC_NAMES[m] for m in METRICS), "forward", "score", "note"):
-        table.add_column(col, justify="left" if col in ("backbone", "note") else "right")
-    for i, r in enumerate(result.rows, 1):
-        cells = ["n/a" if r.scores.get(m) is None else f"{r.scores[m]:.4f}" for m in METRICS]
-        name = r.spec + (" (control)" if r.control else "")
-        table.add_row(str(i), name, *cells, f"{r.extract_s:.1f} s", f"{r.score_s:.2f} s", r.note)
-    console.print(table)
+    console.print(result.result_table().rich())
     console.print(f"Recommended: [bold]{result.recommended}[/bold] (highest {_METRIC_NAMES[result.by]})")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

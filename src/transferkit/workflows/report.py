@@ -1,0 +1,85 @@
+"""One result-table model for every workflow, with a markdown renderer (``report.md``) and a rich one (console).
+
+A table is built once, from raw values and typed columns; both renderers show the same cells, so a number reads the
+same in the report and on screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Format = Callable[[Any], str]
+
+
+def percent(v: float) -> str:
+    """A fraction as a percentage with one decimal: 0.8333 -> ``83.3 %``."""
+    return f"{100 * v:.1f} %"
+
+
+def percent_ci(v: Sequence[float]) -> str:
+    """(mean, low, high) fractions as ``83.3 [81.0, 85.6] %``."""
+    m, lo, hi = v
+    return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] %"
+
+
+def seconds(v: float) -> str:
+    return f"{v:.1f} s"
+
+
+def count(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def decimal(places: int) -> Format:
+    """A plain number with ``places`` decimals."""
+    return lambda v: f"{v:.{places}f}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column: its title and how a raw value of it is written; text columns align left."""
+
+    title: str
+    fmt: Format = str
+    text: bool = False
+
+
+@dataclass
+class ResultTable:
+    """Rows of raw values under typed columns; ``None`` is written ``n/a``, a ``str`` as itself."""
+
+    title: str
+    columns: Sequence[Column]
+    rows: list[Sequence[Any]] = field(default_factory=list)
+
+    def add(self, *values: Any) -> None:
+        if len(values) != len(self.columns):
+            raise ValueError(f"{len(values)} values for {len(self.columns)} columns")
+        self.rows.append(values)
+
+    def cells(self) -> list[list[str]]:
+        """Every row as the strings both renderers show."""
+        return [[_cell(c, v) for c, v in zip(self.columns, row, strict=True)] for row in self.rows]
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(c.title for c in self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.cells()]
+        return "\n".join(lines)
+
+    def rich(self) -> Any:
+        """A ``rich.table.Table`` of the same cells."""
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=escape(self.title))
+        for c in self.columns:
+            table.add_column(escape(c.title), justify="left" if c.text else "right")
+        for row in self.cells():
+            table.add_row(*(escape(cell) for cell in row))
+        return table
+
+
+def _cell(column: Column, value: Any) -> str:
+    return "n/a" if value is None else value if isinstance(value, str) else column.fmt(value)
