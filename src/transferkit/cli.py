@@ -12,6 +12,7 @@ import typer
 
 from .data.spec import DataSpec, SplitSpec
 from .errors import TransferkitError
+from .methods.adaptation import ADAPTING
 
 app = typer.Typer(
     add_completion=False,
@@ -312,9 +313,7 @@ def adapt(
     target_test: Annotated[
         str | None, typer.Option(help="Labelled target data, used only to report target accuracy at the end.")
     ] = None,
-    method: Annotated[str, typer.Option(help="Comma-separated: dann, coral, adabn, label-shift, self-training.")] = (
-        "dann,coral,adabn,label-shift,self-training"
-    ),
+    method: Annotated[str, typer.Option(help=f"Comma-separated, of: {', '.join(ADAPTING)}.")] = ",".join(ADAPTING),
     backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the offline pack).")] = None,
     select: Annotated[
         str, typer.Option(help="Label-free model selection: dev, im (information maximisation), source-val.")

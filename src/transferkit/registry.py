@@ -48,5 +48,9 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
 
+    def names(self) -> tuple[str, ...]:
+        """The registered names in registration order (the order a listing shows them in)."""
+        return tuple(self._items)
+
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._items.items())

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,26 +27,32 @@ from .progress import progress_bar
 
 @dataclass
 class TrainConfig:
-    """Options of the training loop."""
+    """Options of the training loop. ``metadata`` holds each field's range rules, checked when a strategy config
+    that extends this one is built (see ``strategies.base.validate_config``)."""
 
-    epochs: int = 10
+    epochs: int = field(default=10, metadata={"min": 1})
     """Maximum number of epochs."""
-    batch_size: int = 32
+    batch_size: int = field(default=32, metadata={"min": 1})
     """Examples per optimizer step."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata={"min": 0})
     """AdamW decoupled weight decay."""
-    warmup_frac: float = 0.1
+    warmup_frac: float = field(default=0.1, metadata={"min": 0, "max": 1})
     """Fraction of all steps spent warming the learning rate up linearly (then cosine decay to zero)."""
-    patience: int | None = 3
+    patience: int | None = field(default=3, metadata={"min": 1})
     """Stop after this many epochs without a better validation accuracy (None: run every epoch)."""
-    class_weights: str = "auto"
+    class_weights: Literal["auto", "on", "off"] = "auto"
     """auto: weight the loss by inverse class frequency when the largest class is > 3x the smallest; on; off."""
-    grad_clip: float | None = 1.0
+    grad_clip: float | None = field(default=1.0, metadata={"gt": 0})
     """Clip the global gradient norm (None: no clipping)."""
-    bn_stats: str = "frozen"
+    bn_stats: Literal["frozen", "train"] = "frozen"
     """frozen: every BatchNorm normalises with its pretrained running statistics (its scale/shift still train),
     the safe choice for small batches and for LP-FT; train: trainable blocks update them from each batch.
     BatchNorm in frozen blocks always keeps its statistics."""
+
+    def __post_init__(self) -> None:
+        from .config import validate_config
+
+        validate_config(self, "training")
 
 
 @dataclass

@@ -46,6 +46,7 @@ method; ``adapt`` recommends the method to use by it by default (``domain.AdaptR
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,23 +59,48 @@ from torch import nn
 
 from ..core.heads import MLPHead, _moments, fold_standardisation
 from ..errors import TransferkitError
+from ..registry import Registry
 from .shift import domain_classifier
 
-METHODS = ("source-only", "dann", "coral", "adabn", "label-shift", "self-training")
+
+@dataclass(frozen=True)
+class AdaptMethod:
+    """An adaptation method as the registry knows it: what it does, the hyperparameter its grid tries, and which
+    selection criteria cannot see its effect (they score it as the source-only model)."""
+
+    name: str
+    description: str
+    grid: tuple[float, ...] = (0.0,)
+    param: str | None = None
+    """Name of the grid's hyperparameter in the report (None: the method has none)."""
+    blind_to: frozenset[str] = frozenset()
+
+
+ADAPTATION_METHODS: Registry[AdaptMethod] = Registry("adaptation method")
+for _m in (
+    AdaptMethod("source-only", "the adapter trained on source labels alone: the baseline every method must beat"),
+    AdaptMethod("dann", "domain-adversarial training (gradient reversal against a domain classifier)",
+                (0.3, 1.0, 3.0), "weight"),
+    # the CORAL loss is divided by 4 h^2 (h = 256): small in absolute terms, hence the large weights
+    AdaptMethod("coral", "CORAL: align the second moments of source and target features", (1e2, 1e3, 1e4), "weight"),
+    AdaptMethod("adabn", "standardise target features with target statistics (AdaBN-style)",
+                blind_to=frozenset({"dev", "source-val"})),
+    AdaptMethod("label-shift", "re-weight the classes by the target prior estimated with EM",
+                blind_to=frozenset({"dev", "source-val", "im"})),
+    AdaptMethod("self-training", "confident target pseudo-labels, a few rounds from the source-only model",
+                (0.9, 0.7), "threshold"),
+):
+    ADAPTATION_METHODS.register(_m.name)(_m)
+
+METHODS = ADAPTATION_METHODS.names()
+"""Every method, the baseline first."""
+ADAPTING = METHODS[1:]
+"""The methods that adapt (all but the source-only baseline): what ``adapt`` runs by default."""
 SELECTIONS = ("dev", "im", "source-val")
-GRIDS: dict[str, tuple[float, ...]] = {
-    "source-only": (0.0,),
-    "dann": (0.3, 1.0, 3.0),
-    "coral": (1e2, 1e3, 1e4),  # the loss is divided by 4 h^2 (h = 256): small in absolute terms
-    "adabn": (0.0,),
-    "label-shift": (0.0,),
-    "self-training": (0.9, 0.7),
-}
+GRIDS: dict[str, tuple[float, ...]] = {m: ADAPTATION_METHODS.get(m).grid for m in METHODS}
 """Each method's hyperparameter grid: the DANN and CORAL weight, the self-training confidence threshold."""
 BLIND: dict[str, frozenset[str]] = {
-    "dev": frozenset({"adabn", "label-shift"}),
-    "source-val": frozenset({"adabn", "label-shift"}),
-    "im": frozenset({"label-shift"}),
+    s: frozenset(m for m in METHODS if s in ADAPTATION_METHODS.get(m).blind_to) for s in SELECTIONS
 }
 """Methods a selection criterion cannot score: its value for them is the source-only model's."""
 
@@ -325,8 +351,7 @@ def train_method(
     ``reverse``: also score the chosen checkpoint by reverse validation (``reverse_accuracy``; seconds on wide
     features).
     """
-    if method not in METHODS:
-        raise TransferkitError(f"Unknown adaptation method {method!r}; choose from {', '.join(METHODS)}.")
+    spec = ADAPTATION_METHODS.get(method)
     settings = settings or AdaptSettings()
     if select == "dev" and weights is None:
         weights = importance_weights(xs, xt, xv, seed)
@@ -348,7 +373,7 @@ def train_method(
     elif method != "self-training":
         for value in grid:
             trial = _train(ts, ys_t, tt, method, value, settings, selector, num_classes, seed)
-            trial.params = {} if method in ("source-only", "adabn", "label-shift") else {"weight": value}
+            trial.params = {spec.param: value} if spec.param else {}
             trials.append(trial)
     else:
         base = source_only or train_method("source-only", xs, ys, xv, yv, xt, num_classes, select=select,
@@ -463,12 +488,14 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     out = []
     for m in methods:
         m = m.strip()
-        if m not in METHODS or m == "source-only":
+        if m not in ADAPTING:
+            close = difflib.get_close_matches(m, ADAPTING, n=1)
             raise TransferkitError(
-                f"Unknown adaptation method {m!r}; choose from {', '.join(METHODS[1:])} (source-only always runs)."
+                f"Unknown adaptation method {m!r}; choose from {', '.join(ADAPTING)} (source-only always runs)."
+                + (f" Did you mean {close[0]!r}?" if close else "")
             )
         if m not in out:
             out.append(m)
     if not out:
-        raise TransferkitError("Name at least one adaptation method: dann, coral, adabn, label-shift or self-training.")
+        raise TransferkitError(f"Name at least one adaptation method: {', '.join(ADAPTING)}.")
     return out

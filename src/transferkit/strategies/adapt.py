@@ -8,14 +8,15 @@ every method with the source-only baseline over seeds; this strategy trains one 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ..backbones.base import Backbone
+from ..core.config import validate_config
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from ..methods.adaptation import METHODS, SELECTIONS, AdaptSettings, predict_logits, to_head, train_method
+from ..methods.adaptation import AdaptSettings, predict_logits, to_head, train_method
 from .base import RunContext, StrategyResult, register_strategy
 
 
@@ -23,20 +24,28 @@ from .base import RunContext, StrategyResult, register_strategy
 class AdaptConfig:
     """Options of the adapt strategy."""
 
-    target: Any = None
+    target: Any = field(default=None, metadata={
+        "nonempty": True,
+        "message": "adapt needs unlabelled target data: a folder, CSV/JSONL file or list (got target={value!r})",
+    })
     """Unlabelled target inputs: a folder, CSV/JSONL file, built-in name, Dataset (labels ignored) or list."""
     target_column: str | None = None
     """Text (or image-path) column of a target CSV/JSONL file."""
-    method: str = "dann"
-    """dann, coral, adabn, label-shift, self-training or source-only."""
-    select: str = "dev"
-    """Label-free checkpoint selection: dev, im or source-val."""
-    epochs: int = 30
+    method: Literal["source-only", "dann", "coral", "adabn", "label-shift", "self-training"] = field(
+        default="dann", metadata={"message": "Unknown adaptation method {value!r}; choose from {choices}"}
+    )
+    """dann, coral, adabn, label-shift, self-training or source-only (``methods.adaptation.METHODS``)."""
+    select: Literal["dev", "im", "source-val"] = "dev"
+    """Label-free checkpoint selection: dev, im or source-val (``methods.adaptation.SELECTIONS``)."""
+    epochs: int = field(default=30, metadata={"min": 1})
     """Adapter epochs (each one a candidate checkpoint)."""
-    hidden: int = 256
+    hidden: int = field(default=256, metadata={"min": 1})
     """Width of the adapted feature."""
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata={"gt": 0})
     """Adam learning rate of the adapter."""
+
+    def __post_init__(self) -> None:
+        validate_config(self, "adapt")
 
 
 class Adapt:
@@ -49,12 +58,6 @@ class Adapt:
         from ..core.features import extract_features
         from ..data.sources import load_unlabelled, unlabelled_dataset
 
-        if config.target is None:
-            raise TransferkitError("adapt needs unlabelled target data (target=...: a folder, CSV/JSONL file or list).")
-        if config.method not in METHODS:
-            raise TransferkitError(f"Unknown adaptation method {config.method!r}; choose from {', '.join(METHODS)}.")
-        if config.select not in SELECTIONS:
-            raise TransferkitError(f"select={config.select!r} is not one of {', '.join(SELECTIONS)}.")
         items = load_unlabelled(config.target, ds.modality, config.target_column)
         if len(items) < 10:
             raise TransferkitError(f"The unlabelled target holds {len(items)} inputs; adaptation needs at least 10.")

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..backbones.base import Backbone
+from ..core.config import check_options
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
@@ -60,7 +61,8 @@ def register_strategy(strategy: Strategy) -> Strategy:
 
 
 def make_config(strategy: Strategy, options: dict[str, Any]) -> Any:
-    """The strategy's config dataclass from keyword options; an unknown option names the known ones."""
+    """The strategy's config dataclass from keyword options, checked before it is built (see ``check_options``);
+    an unknown option names the known ones."""
     known = {f.name for f in fields(strategy.Config)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -68,7 +70,7 @@ def make_config(strategy: Strategy, options: dict[str, Any]) -> Any:
             f"Strategy {strategy.name!r} has no option(s) {', '.join(unknown)}; its options are "
             f"{', '.join(sorted(known))}."
         )
-    return strategy.Config(**options)
+    return strategy.Config(**check_options(strategy.Config, options, strategy.name))
 
 
 def cold_cost(wall_s: float, info: dict[str, Any]) -> float:

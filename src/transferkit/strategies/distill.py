@@ -10,7 +10,8 @@ hard-label control: the same student, schedule and budget, no teacher.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
+from ..core.config import validate_config
 from ..core.heads import linear_head
 from ..core.model import TransferModel
 from ..core.training import ParamGroup, TrainConfig
@@ -30,22 +32,28 @@ from .base import RunContext, StrategyResult, register_strategy, train_and_predi
 class DistillConfig(TrainConfig):
     """Options of the distill strategy (plus those of the training loop)."""
 
-    teacher: str = ""
+    teacher: str | Path = field(default="", metadata={
+        "nonempty": True,
+        "message": "distill needs a teacher: the folder of a saved transferkit model (got teacher={value!r})",
+    })
     """Folder of a saved transferkit model trained on the same classes (required)."""
-    temperature: float = 4.0
+    temperature: float = field(default=4.0, metadata={"gt": 0})
     """Softmax temperature T of the soft targets (the soft term is scaled by T^2)."""
-    alpha: float = 0.7
+    alpha: float = field(default=0.7, metadata={"min": 0, "max": 1})
     """Weight of the soft-target term; 1 - alpha goes to cross-entropy on the labels (0: no teacher at all)."""
     unlabelled: Any = None
     """Extra inputs without labels for the teacher to label: a folder, CSV/JSONL, built-in name or list."""
     unlabelled_column: str | None = None
     """Text (or image-path) column of an unlabelled CSV/JSONL file."""
-    lr: float = 3e-3
+    lr: float = field(default=3e-3, metadata={"gt": 0})
     """Peak learning rate of the head."""
-    backbone_lr_mult: float = 1.0
+    backbone_lr_mult: float = field(default=1.0, metadata={"min": 0})
     """Student backbone learning rate = lr x this (1 for a student from scratch; ~0.1 for a pretrained one)."""
     augment: bool = False
     """Training augmentation; off by default because the cached teacher logits belong to the unaugmented inputs."""
+
+    def __post_init__(self) -> None:
+        validate_config(self, "distill")
 
 
 def teacher_logits(
@@ -99,12 +107,6 @@ class Distill:
         from ..core.export import load
         from ..data.sources import load_unlabelled, unlabelled_dataset
 
-        if not config.teacher:
-            raise TransferkitError("distill needs a teacher: the folder of a saved transferkit model (teacher=...).")
-        if not config.temperature > 0:
-            raise TransferkitError(f"temperature must be positive, got {config.temperature}.")
-        if not 0 <= config.alpha <= 1:
-            raise TransferkitError(f"alpha must lie between 0 and 1, got {config.alpha}.")
         teacher = load(config.teacher)
         if list(teacher.classes) != list(ds.classes):
             raise TransferkitError(

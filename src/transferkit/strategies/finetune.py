@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
+from ..core.config import validate_config
 from ..core.features import extract_features
 from ..core.heads import fit_linear_probe, linear_head
 from ..core.model import TransferModel
@@ -26,22 +27,40 @@ from ..errors import TransferkitError
 from .base import RunContext, StrategyResult, register_strategy, train_and_predict
 
 
+def parse_unfreeze(value: str, n_blocks: int | None = None) -> tuple[str, int]:
+    """('all', n) | ('last', N) | ('gradual', n) from the ``unfreeze`` option, or a clear error. Without
+    ``n_blocks`` (when a config is built, before the backbone is known) only the syntax is checked and n is 0."""
+    if value in ("all", "gradual"):
+        return value, n_blocks or 0
+    if value.startswith("last:"):
+        try:
+            n = int(value.split(":", 1)[1])
+        except ValueError:
+            n = -1
+        if n_blocks is None and n < 1:
+            raise TransferkitError(f"unfreeze={value!r}: N must be a whole number of at least 1 (blocks).")
+        if n_blocks is not None and not 1 <= n <= n_blocks:
+            raise TransferkitError(f"unfreeze={value!r}: N must be a whole number from 1 to {n_blocks} (blocks).")
+        return "last", n
+    raise TransferkitError(f"unfreeze={value!r} is not one of all, last:N, gradual.")
+
+
 @dataclass
 class FinetuneConfig(TrainConfig):
     """Options of the finetune strategy (plus those of the training loop)."""
 
-    epochs: int = 5
+    epochs: int = field(default=5, metadata={"min": 1})
     """Maximum number of epochs (the ladder in BENCHMARKS.md measured 5 at 100 labels per class)."""
-    unfreeze: str = "all"
+    unfreeze: str = field(default="all", metadata={"check": parse_unfreeze})
     """all | last:N (only the last N blocks) | gradual (head alone first, then one more block from the top per
     epoch)."""
-    lr: float = 1e-3
-    """Peak learning rate of the head."""
-    backbone_lr_mult: float = 0.1
+    lr: float = field(default=1e-3, metadata={"min": 0})
+    """Peak learning rate of the head (0 changes no weight: with LP-FT the probe is then what is kept)."""
+    backbone_lr_mult: float = field(default=0.1, metadata={"min": 0})
     """Backbone learning rate = lr x this (discriminative learning rate)."""
-    layer_decay: float | None = None
+    layer_decay: float | None = field(default=None, metadata={"gt": 0, "max": 1})
     """If set (e.g. 0.8), block k from the top learns at a further layer_decay**k x (layer-wise decay)."""
-    keep_margin: float = 1.0
+    keep_margin: float = field(default=1.0, metadata={"min": 0})
     """With LP-FT: the fine-tune is kept only if it beats the probe on validation by more than ``keep_margin``
     standard errors of their paired difference (items only it gets right minus items only the probe gets right,
     over the square root of their sum); 0: any gain on validation."""
@@ -52,20 +71,8 @@ class FinetuneConfig(TrainConfig):
     augment: bool = True
     """Random resized crops and flips for images during training."""
 
-
-def parse_unfreeze(value: str, n_blocks: int) -> tuple[str, int]:
-    """('all', n) | ('last', N) | ('gradual', n) from the ``unfreeze`` option, or a clear error."""
-    if value in ("all", "gradual"):
-        return value, n_blocks
-    if value.startswith("last:"):
-        try:
-            n = int(value.split(":", 1)[1])
-        except ValueError:
-            n = -1
-        if not 1 <= n <= n_blocks:
-            raise TransferkitError(f"unfreeze={value!r}: N must be a whole number from 1 to {n_blocks} (blocks).")
-        return "last", n
-    raise TransferkitError(f"unfreeze={value!r} is not one of all, last:N, gradual.")
+    def __post_init__(self) -> None:
+        validate_config(self, "finetune")
 
 
 def clearly_better(only_a: int, only_b: int, margin: float) -> bool:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from ..backbones.base import Backbone
+from ..core.config import validate_config
 from ..core.features import extract_features
 from ..core.heads import C_GRID, fit_linear_probe, fit_mlp_head
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
-from ..errors import TransferkitError
 from .base import RunContext, StrategyResult, register_strategy
 
 
@@ -23,12 +23,15 @@ class LinearProbeConfig:
 
     head: Literal["linear", "mlp"] = "linear"
     """linear: logistic regression with C chosen on val; mlp: Dense(1024, relu) + Dense(classes)."""
-    c_grid: tuple[float, ...] = C_GRID
+    c_grid: tuple[float, ...] = field(default=C_GRID, metadata={"gt": 0, "nonempty": True})
     """L2 strengths (inverse) tried for the linear head."""
-    mlp_hidden: int = 1024
+    mlp_hidden: int = field(default=1024, metadata={"min": 1})
     """Hidden width of the MLP head."""
-    batch_size: int | None = None
+    batch_size: int | None = field(default=None, metadata={"min": 1})
     """Batch size for feature extraction (default: ``features.default_batch_size``, e.g. 8 images on a CPU)."""
+
+    def __post_init__(self) -> None:
+        validate_config(self, "linear-probe")
 
 
 class LinearProbe:
@@ -40,8 +43,6 @@ class LinearProbe:
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: LinearProbeConfig, ctx: RunContext
     ) -> StrategyResult:
-        if config.head not in ("linear", "mlp"):
-            raise TransferkitError(f"head={config.head!r} is not one of linear, mlp.")
         backbone.freeze()
         t0 = time.perf_counter()
         feats, cached, stats = {}, {}, {}  # stats: seconds over all parts; engine: that of the last part run

@@ -5,35 +5,40 @@ The saved model holds the head and the adapters (a few hundred kB), and reloads 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from ..backbones.adapters import adapter_parameters, default_targets, inject_lora
 from ..backbones.base import Backbone
+from ..core.config import validate_config
 from ..core.heads import linear_head
 from ..core.model import TransferModel
 from ..core.training import ParamGroup, TrainConfig
 from ..data.dataset import Dataset, Splits
-from ..errors import TransferkitError
 from .base import RunContext, StrategyResult, register_strategy, train_and_predict
+
+_R_ALPHA_POSITIVE = "r and alpha must be positive, got {name}={value!r}"
 
 
 @dataclass
 class LoraStrategyConfig(TrainConfig):
     """Options of the lora strategy (plus those of the training loop)."""
 
-    r: int = 8
+    r: int = field(default=8, metadata={"min": 1, "message": _R_ALPHA_POSITIVE})
     """Rank of each adapter."""
-    alpha: int = 16
+    alpha: int = field(default=16, metadata={"min": 1, "message": _R_ALPHA_POSITIVE})
     """LoRA scaling numerator (the update is scaled by alpha / r)."""
-    dropout: float = 0.1
+    dropout: float = field(default=0.1, metadata={"min": 0, "lt": 1})
     """Dropout on the adapters' input."""
     target_modules: tuple[str, ...] | None = None
     """Module names to adapt (default: the attention query/value projections found in the backbone)."""
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata={"gt": 0})
     """Peak learning rate of the head and the adapters."""
+
+    def __post_init__(self) -> None:
+        validate_config(self, "lora")
 
 
 class Lora:
@@ -43,8 +48,6 @@ class Lora:
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: LoraStrategyConfig, ctx: RunContext
     ) -> StrategyResult:
-        if config.r < 1 or config.alpha < 1:
-            raise TransferkitError(f"lora: r and alpha must be positive (got r={config.r}, alpha={config.alpha}).")
         targets = list(config.target_modules) if config.target_modules else default_targets(backbone)
         fan_in_fan_out = "c_attn" in targets  # GPT-2's Conv1D stores weights transposed
         torch.manual_seed(ctx.seed)

@@ -20,6 +20,7 @@ from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import DataError, TransferkitError
 from ..methods.adaptation import (
+    ADAPTING,
     BLIND,
     SELECTIONS,
     AdaptSettings,
@@ -181,7 +182,7 @@ def adapt(
     target_test: Any = None,
     *,
     backbone: str | None = None,
-    methods: tuple[str, ...] | list[str] = ("dann", "coral", "adabn", "label-shift", "self-training"),
+    methods: tuple[str, ...] | list[str] = ADAPTING,
     select: str = "dev",
     recommend: str = "reverse",
     seeds: int = 3,

@@ -110,6 +110,9 @@ def fit(
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    if strategy != "auto":  # options checked before any data is read
+        strat = STRATEGIES.get(strategy)
+        config = make_config(strat, strategy_options)
     ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
     if strategy == "auto":
         if resume:
@@ -129,8 +132,6 @@ def fit(
             ds, backbone, out=out, split=split, seeds=seeds, budget=budget, scratch_budget=scratch_budget,
             cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
         )
-    strat = STRATEGIES.get(strategy)
-    config = make_config(strat, strategy_options)
     splits = split.make(ds)
     if top_k < 1:
         raise TransferkitError(f"top_k must be at least 1, got {top_k}.")
