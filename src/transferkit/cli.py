@@ -214,11 +214,11 @@ def compare(
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
     from .workflows.compare import compare as run_compare
-    from .workflows.compare import print_compare
+    from .workflows.compare import parse_variants, print_compare
 
     try:
         names = [s.strip() for s in strategies.split(",") if s.strip()]
-        labels = [n.partition("=")[0].strip() for n in names]
+        labels = ["auto"] if names == ["auto"] else list(parse_variants(names))
         per_strategy: dict[str, dict[str, Any]] = {}
         for key, value in parse_options(option or []).items():
             strat, dot, field = key.partition(".")

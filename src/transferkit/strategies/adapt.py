@@ -17,7 +17,7 @@ from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
 from ..methods.adaptation import AdaptSettings, predict_logits, to_head, train_method
-from .base import RunContext, StrategyResult, register_strategy
+from .base import RunContext, StrategyResult, register_strategy, split_features
 
 
 @dataclass
@@ -61,15 +61,13 @@ class Adapt:
         items = load_unlabelled(config.target, ds.modality, config.target_column)
         if len(items) < 10:
             raise TransferkitError(f"The unlabelled target holds {len(items)} inputs; adaptation needs at least 10.")
-        for p in backbone.parameters():
-            p.requires_grad_(False)
+        backbone.freeze()
         t0 = time.perf_counter()
         stats: dict[str, Any] = {}
-        kw = dict(cache_dir=ctx.cache_dir, use_cache=ctx.use_cache, progress=ctx.progress, stats=stats)
-        x = {part: extract_features(backbone, ds, getattr(splits, part), description=f"{part} features", **kw)[0]
-             for part in ("train", "val", "test")}
+        x, _ = split_features(backbone, ds, splits, ctx, stats=stats)
         pool = unlabelled_dataset(items, ds, f"{ds.name} (target)")
-        xt, _ = extract_features(backbone, pool, range(len(pool)), description="target features", **kw)
+        xt, _ = extract_features(backbone, pool, range(len(pool)), description="target features",
+                                 cache_dir=ctx.cache_dir, use_cache=ctx.use_cache, progress=ctx.progress, stats=stats)
         t1 = time.perf_counter()
         y = ds.targets
         settings = AdaptSettings(hidden=config.hidden, lr=config.lr, epochs=config.epochs)

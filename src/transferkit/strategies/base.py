@@ -73,6 +73,31 @@ def make_config(strategy: Strategy, options: dict[str, Any]) -> Any:
     return strategy.Config(**check_options(strategy.Config, options, strategy.name))
 
 
+def split_features(
+    backbone: Backbone,
+    ds: Dataset,
+    splits: Splits,
+    ctx: RunContext,
+    parts: tuple[str, ...] = ("train", "val", "test"),
+    *,
+    batch_size: int | None = None,
+    stats: dict[str, Any] | None = None,
+    label: str = "",
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Frozen-backbone features of each split in ``parts`` (through the feature cache), and whether all of them
+    came from it; ``stats`` accumulates the extraction seconds (see ``extract_features``)."""
+    from ..core.features import extract_features
+
+    feats, hits = {}, []
+    for part in parts:
+        feats[part], hit = extract_features(
+            backbone, ds, getattr(splits, part), batch_size=batch_size, cache_dir=ctx.cache_dir,
+            use_cache=ctx.use_cache, progress=ctx.progress, description=f"{label}{part} features", stats=stats,
+        )
+        hits.append(hit)
+    return feats, all(hits)
+
+
 def cold_cost(wall_s: float, info: dict[str, Any]) -> float:
     """What a run cost cold: its wall time plus the extraction time a feature-cache hit saved it."""
     return wall_s + float(info.get("cache_saved_s", 0.0))

@@ -18,13 +18,12 @@ from torch import nn
 
 from ..backbones.base import Backbone
 from ..core.config import validate_config
-from ..core.features import extract_features
 from ..core.heads import fit_linear_probe, linear_head
 from ..core.model import TransferModel
 from ..core.training import ParamGroup, TrainConfig
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from .base import RunContext, StrategyResult, register_strategy, train_and_predict
+from .base import RunContext, StrategyResult, register_strategy, split_features, train_and_predict
 
 
 def parse_unfreeze(value: str, n_blocks: int | None = None) -> tuple[str, int]:
@@ -109,19 +108,7 @@ class Finetune:
         probe = None
         feats: dict[str, Any] = {}
         if config.lp_ft:
-            feats = {
-                part: extract_features(
-                    backbone,
-                    ds,
-                    getattr(splits, part),
-                    cache_dir=ctx.cache_dir,
-                    use_cache=ctx.use_cache,
-                    progress=ctx.progress,
-                    description=f"LP-FT {part} features",
-                    stats=stats,
-                )[0]
-                for part in ("train", "val")
-            }
+            feats, _ = split_features(backbone, ds, splits, ctx, ("train", "val"), stats=stats, label="LP-FT ")
             probe = fit_linear_probe(
                 feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes), refit_on_val=False
             )

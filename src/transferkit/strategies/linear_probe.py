@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from ..backbones.base import Backbone
 from ..core.config import validate_config
-from ..core.features import extract_features
 from ..core.heads import C_GRID, fit_linear_probe, fit_mlp_head
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
-from .base import RunContext, StrategyResult, register_strategy
+from .base import RunContext, StrategyResult, register_strategy, split_features
 
 
 @dataclass
@@ -45,19 +44,8 @@ class LinearProbe:
     ) -> StrategyResult:
         backbone.freeze()
         t0 = time.perf_counter()
-        feats, cached, stats = {}, {}, {}  # stats: seconds over all parts; engine: that of the last part run
-        for part in ("train", "val", "test"):
-            feats[part], cached[part] = extract_features(
-                backbone,
-                ds,
-                getattr(splits, part),
-                batch_size=config.batch_size,
-                cache_dir=ctx.cache_dir,
-                use_cache=ctx.use_cache,
-                progress=ctx.progress,
-                description=f"{part} features",
-                stats=stats,
-            )
+        stats: dict[str, Any] = {}  # seconds over all parts; engine: that of the last part run
+        feats, all_cached = split_features(backbone, ds, splits, ctx, batch_size=config.batch_size, stats=stats)
         t1 = time.perf_counter()
         y = ds.targets
         args = (feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes))
@@ -78,7 +66,7 @@ class LinearProbe:
                 "head": config.head,
                 "chosen": fit.chosen,
                 "val_accuracy": fit.val_accuracy,
-                "features_from_cache": all(cached.values()),
+                "features_from_cache": all_cached,
                 "cache_saved_s": stats.get("saved_s", 0.0),
                 "extraction": stats.get("engine", "all from cache"),
                 "trainable_parameters": sum(p.numel() for p in fit.head.parameters()),

@@ -61,8 +61,7 @@ class Lora:
                 "fan_in_fan_out": fan_in_fan_out,
             },
         )
-        for p in backbone.parameters():
-            p.requires_grad_(False)
+        backbone.freeze()
         adapters = adapter_parameters(backbone)
         for p in adapters:
             p.requires_grad_(True)
