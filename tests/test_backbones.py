@@ -425,3 +425,18 @@ def test_a_described_pack_comes_back_deferred_until_its_weights_file_changes(tim
     (cache / "backbones.json").write_text("[1, 2")  # an unreadable description: built, and described again
     assert create_backbone("pack:fake", defer_in=cache).is_built
     assert not create_backbone("pack:fake", defer_in=cache).is_built
+
+
+def test_a_source_describes_itself_its_listing_and_the_folders_it_reads(timm_dir, tmp_path, monkeypatch):
+    from transferkit.backbones.registry import SOURCE_INFO, BackboneInfo, SourceInfo
+
+    folder = tmp_path / "mine"
+    (folder / "MARKER").parent.mkdir()
+    (folder / "MARKER").write_text("x")
+    built = create_backbone(str(timm_dir))
+    info = SourceInfo(rows=lambda: [BackboneInfo("mine:<x>", "image", True, "a test source")],
+                      detect=lambda p: (p / "MARKER").is_file(), from_folder=lambda p: built, folder_order=-1)
+    monkeypatch.setitem(SOURCE_INFO, "mine", info)
+    assert create_backbone(str(folder)) is built
+    assert "mine:<x>" in [r.spec for r in list_backbones()]
+    assert create_backbone(str(timm_dir)).spec == built.spec  # other folders still go to their own source

