@@ -18,16 +18,14 @@ from transferkit.cli import app
 from transferkit.methods.adaptation import (
     AdaptSettings,
     coral_loss,
-    dev_risk,
     em_target_prior,
     grad_reverse,
-    importance_weights,
-    information_maximisation,
     predict_logits,
     reverse_accuracy,
     to_head,
     train_method,
 )
+from transferkit.methods.selection import dev_risk, importance_weights, information_maximisation
 from transferkit.methods.shift import mmd, proxy_a_distance, shift_diagnostic, shift_words
 
 from .conftest import make_texts, write_csv

@@ -13,7 +13,8 @@ from transferkit.cli import app
 from transferkit.core.heads import C_GRID
 from transferkit.core.training import TrainConfig
 from transferkit.errors import TransferkitError
-from transferkit.methods.adaptation import METHODS, SELECTIONS
+from transferkit.methods.adaptation import METHODS
+from transferkit.methods.selection import SELECTIONS
 from transferkit.strategies import STRATEGIES, make_config
 from transferkit.strategies.adapt import AdaptConfig
 from transferkit.strategies.distill import DistillConfig

@@ -22,15 +22,14 @@ from ..errors import DataError, TransferkitError
 from ..methods.adaptation import (
     ADAPTING,
     BLIND,
-    SELECTIONS,
     AdaptSettings,
     Trial,
     check_methods,
-    importance_weights,
     predict_logits,
     to_head,
     train_method,
 )
+from ..methods.selection import SELECTIONS, importance_weights
 from ..methods.shift import shift_diagnostic
 from .report import Column, ResultTable, decimal, percent, percent_ci
 
@@ -211,7 +210,7 @@ def adapt(
     ``target_column``, a built-in name or Dataset whose labels are ignored, a list). ``target_test``: labelled
     target data, used only to report target accuracy after training and selection. The backbone is frozen (its
     features are cached); each method trains an adapter on them per seed, its epoch and hyperparameter chosen by
-    ``select`` (see ``transferkit.methods.adaptation``); ``settings`` tunes the adapter (``epochs`` always applies).
+    ``select`` (see ``transferkit.methods.selection``); ``settings`` tunes the adapter (``epochs`` always applies).
     ``recommend`` says how the method to use is chosen, also without target labels (see
     ``AdaptResult.recommended``). With ``out``: ``adapt.json``, ``report.md`` and, in ``out/model``, the first
     seed's model of the recommended method.
