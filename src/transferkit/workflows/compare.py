@@ -140,6 +140,36 @@ def parse_variants(strategies: Sequence[str]) -> dict[str, str]:
     return variants
 
 
+def rung_configs(
+    variants: dict[str, str],
+    options: dict[str, dict[str, Any]] | None,
+    common_options: dict[str, Any] | None,
+    plan_options: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Each variant's validated config; its own options > options for every rung > what the auto plan chose."""
+    from dataclasses import fields
+
+    unknown = sorted(set(options or {}) - set(variants))
+    if unknown:
+        raise TransferkitError(f"Options given for {', '.join(unknown)}, which is not among {', '.join(variants)}.")
+    common_options = common_options or {}
+    has = {label: {f.name for f in fields(STRATEGIES.get(name).Config)} for label, name in variants.items()}
+    unused = sorted(k for k in common_options if not any(k in h for h in has.values()))
+    if unused:
+        raise TransferkitError(
+            f"Option(s) {', '.join(unused)} apply to none of the strategies run ({', '.join(variants)})."
+        )
+    merged = {
+        label: {
+            **plan_options.get(label, {}),
+            **{k: v for k, v in common_options.items() if k in has[label]},
+            **(options or {}).get(label, {}),
+        }
+        for label in variants
+    }
+    return {label: make_config(STRATEGIES.get(name), merged[label]) for label, name in variants.items()}
+
+
 def compare(
     data: Any,
     backbone: str | None = None,
@@ -184,6 +214,9 @@ def compare(
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    is_auto = strategies == "auto" or list(strategies) == ["auto"]
+    if not is_auto:  # options checked before any data is read
+        rung_configs(parse_variants(list(strategies)), options, common_options, {})
     ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:
@@ -202,7 +235,7 @@ def compare(
             f"backbone auto: {spec}, the highest LogME of {', '.join(ranked.ordered(controls=False))} "
             f"(seed {seed_list[0]}'s training split)"
         )
-    if strategies == "auto" or list(strategies) == ["auto"]:
+    if is_auto:
         from .auto import parse_budget, plan_ladder
 
         first = split.make(ds, seed=seed_list[0])
@@ -222,32 +255,7 @@ def compare(
     else:
         plan_options = {}
     variants = parse_variants(list(strategies))
-    unknown = sorted(set(options or {}) - set(variants))
-    if unknown:
-        raise TransferkitError(f"Options given for {', '.join(unknown)}, which is not among {', '.join(variants)}.")
-    if common_options:
-        from dataclasses import fields
-
-        has = {label: {f.name for f in fields(STRATEGIES.get(name).Config)} for label, name in variants.items()}
-        unused = sorted(k for k in common_options if not any(k in h for h in has.values()))
-        if unused:
-            raise TransferkitError(
-                f"Option(s) {', '.join(unused)} apply to none of the strategies run ({', '.join(variants)})."
-            )
-    else:
-        has, common_options = {label: set() for label in variants}, {}
-    # a rung's own options > options for every rung > what the auto plan chose
-    options = {
-        label: {
-            **plan_options.get(label, {}),
-            **{k: v for k, v in common_options.items() if k in has[label]},
-            **(options or {}).get(label, {}),
-        }
-        for label in variants
-    }
-    configs = {
-        label: make_config(STRATEGIES.get(name), (options or {}).get(label, {})) for label, name in variants.items()
-    }
+    configs = rung_configs(variants, options, common_options, plan_options)
     runs: list[dict[str, Any]] = []
     models: dict[str, TransferModel] = {}
     n_classes = len(ds.classes)
