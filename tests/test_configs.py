@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import transferkit
 from transferkit.cli import app
 from transferkit.core.heads import C_GRID
 from transferkit.core.training import TrainConfig
@@ -245,3 +246,17 @@ def test_the_training_loop_config_checks_itself_too():
     with pytest.raises(TransferkitError, match="epochs"):
         TrainConfig(epochs=0)
     assert TrainConfig(epochs=2).epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: transferkit.distill("no/such/data", "pack:x", alpha=2.0), "alpha"),
+        (lambda: transferkit.distill("no/such/data", "pack:x", epochs=0), "epochs"),
+        (lambda: transferkit.compare("no/such/data", None, ["finetune"], options={"finetune": {"lr": -1}}), "lr"),
+        (lambda: transferkit.fit("no/such/data", strategy="finetune", epochs=0), "epochs"),
+    ],
+)
+def test_workflow_options_are_checked_before_the_data_is_read(call, match):
+    with pytest.raises(TransferkitError, match=match):
+        call()

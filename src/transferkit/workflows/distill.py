@@ -16,6 +16,7 @@ from ..core.model import TransferModel
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
+from ..strategies import STRATEGIES, make_config
 from .report import Column, ResultTable, count, decimal, percent_ci
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
@@ -147,6 +148,10 @@ def distill(
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    opts = {"epochs": epochs, "patience": None, "temperature": temperature, **(student_options or {})}
+    # the students' and the teacher's options are checked before any data is read or any teacher trained
+    make_config(STRATEGIES.get("distill"), {"teacher": str(teacher), "alpha": alpha, **opts})
+    make_config(STRATEGIES.get(teacher_strategy), dict(teacher_options or {}))
     ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
     first = split.seed
     if student == "auto":
@@ -160,7 +165,6 @@ def distill(
     common = {**split.kwargs(), "cache_dir": cache_dir, "progress": progress, "scratch": False}
     del common["seed"]  # each run is given its own
     res = DistillResult(ds.name, teacher, student, temperature, alpha, out=Path(out) if out else None)
-    opts = {"epochs": epochs, "patience": None, "temperature": temperature, **(student_options or {})}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(first, first + seeds):
             splits = split.make(ds, seed=seed)
