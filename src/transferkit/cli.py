@@ -26,10 +26,26 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _out(out: Path | None, default: Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """The run's folder: ``--out`` as given (the library checks it), or ``default``; a default that is taken (by
+    an earlier run, or by anything else) gives way to a fresh name unless the run replaces or resumes it."""
+    from .core.outdir import fresh_out, is_run_folder
+
+    if out is not None:
+        return out
+    if (overwrite or resume) and (is_run_folder(default) or not default.exists()):
+        return default
+    chosen = fresh_out(default)
+    if chosen != default:
+        typer.echo(f"{default} is taken: writing this run to {chosen} (--overwrite replaces an earlier run there).",
+                   err=True)
+    return chosen
+
+
 def data_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a command the shared data options, generated from the fields of ``DataSpec`` and ``SplitSpec`` (their
     ``help`` metadata), plus ``--quiet``; the command receives them built and validated as ``reading: DataSpec``,
-    ``split: SplitSpec`` and ``quiet: bool``."""
+    ``split: SplitSpec``, ``quiet: bool`` and ``overwrite: bool``."""
     import functools
     import inspect
     from dataclasses import fields
@@ -51,7 +67,12 @@ def data_options(command: Callable[..., None]) -> Callable[..., None]:
         inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
                           annotation=Annotated[bool, typer.Option(help="No progress bars.")])
     )
-    own = [p for p in own if p.name != "quiet"]
+    added.append(
+        inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+            bool, typer.Option(help="Replace the earlier run in --out (a folder transferkit did not write is "
+                               "never replaced).")])
+    )
+    own = [p for p in own if p.name not in ("quiet", "overwrite")]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
@@ -144,6 +165,7 @@ def fit(
     reading: DataSpec,
     split: SplitSpec,
     quiet: bool,
+    overwrite: bool,
 ) -> None:
     """Train on DATA with a pretrained backbone, compare with scratch, save model + report."""
     from .workflows.fit import fit as run_fit
@@ -157,7 +179,8 @@ def fit(
             data,
             backbone,
             strategy,
-            out=out or Path("runs") / name,
+            out=_out(out, Path("runs") / name, overwrite, resume),
+            overwrite=overwrite,
             scratch=scratch,
             scratch_budget=scratch_budget,
             use_cache=cache,
@@ -211,6 +234,7 @@ def compare(
     reading: DataSpec,
     split: SplitSpec,
     quiet: bool,
+    overwrite: bool,
 ) -> None:
     """Strategies x seeds vs the scratch control: mean and 95% CI, and whether transfer helped."""
     from .workflows.compare import compare as run_compare
@@ -231,7 +255,8 @@ def compare(
             backbone,
             names,
             seeds,
-            out=out or Path("runs") / f"{name}-compare",
+            out=_out(out, Path("runs") / f"{name}-compare", overwrite),
+            overwrite=overwrite,
             options=per_strategy,
             **reading.kwargs(),
             **split.kwargs(),
@@ -272,6 +297,7 @@ def distill(
     reading: DataSpec,
     split: SplitSpec,
     quiet: bool,
+    overwrite: bool,
 ) -> None:
     """Distil a teacher into a small student; compare with the same student on hard labels, over seeds."""
     from .workflows.distill import distill as run_distill
@@ -294,7 +320,8 @@ def distill(
             **reading.kwargs(),
             **split.kwargs(),
             progress=not quiet,
-            out=out or Path("runs") / f"{name}-distill",
+            out=_out(out, Path("runs") / f"{name}-distill", overwrite),
+            overwrite=overwrite,
         )
     except TransferkitError as e:
         _fail(e)
@@ -334,6 +361,7 @@ def adapt(
     reading: DataSpec,
     split: SplitSpec,
     quiet: bool,
+    overwrite: bool,
 ) -> None:
     """Adapt a source-trained model to an unlabelled target domain; compare each method with source-only."""
     from .workflows.adapt import adapt as run_adapt
@@ -357,7 +385,8 @@ def adapt(
             **reading.kwargs(),
             **split.kwargs(),
             progress=not quiet,
-            out=out or Path("runs") / f"{name}-adapt",
+            out=_out(out, Path("runs") / f"{name}-adapt", overwrite),
+            overwrite=overwrite,
         )
     except TransferkitError as e:
         _fail(e)
@@ -385,6 +414,7 @@ def rank(
     reading: DataSpec,
     split: SplitSpec,
     quiet: bool,
+    overwrite: bool,
 ) -> None:
     """Score candidate backbones on DATA (LogME, LEEP, NCE, H-score) from one forward pass each; no training."""
     from .workflows.rank import print_rank
@@ -401,7 +431,8 @@ def rank(
             **reading.kwargs(),
             **split.kwargs(),
             progress=not quiet,
-            out=out or Path("runs") / f"{name}-rank",
+            out=_out(out, Path("runs") / f"{name}-rank", overwrite),
+            overwrite=overwrite,
         )
     except TransferkitError as e:
         _fail(e)

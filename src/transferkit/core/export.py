@@ -20,6 +20,8 @@ from .model import TransferModel, build_head, head_config
 
 FORMAT_VERSION = 1
 CONFIG = "transferkit.json"
+MODEL_FILES = frozenset({CONFIG, "head.safetensors", "backbone.safetensors", "adapter.safetensors"})
+"""Everything a saved model folder holds."""
 
 
 def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -27,6 +29,13 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
     from safetensors.torch import save_file
 
     path = Path(path)
+    if path.exists():  # replace only a model folder transferkit wrote, and nothing else that is in it
+        foreign = sorted(p.name for p in path.iterdir() if p.name not in MODEL_FILES) if path.is_dir() else [path.name]
+        if foreign:
+            raise TransferkitError(
+                f"{path} holds {', '.join(foreign[:3])}, which transferkit did not write: the model is not saved "
+                "over it; choose another folder."
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     bb = model.backbone
     save_backbone = not bb.pretrained or bb.weights_changed

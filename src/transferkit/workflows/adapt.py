@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluation import mean_ci, verdict
+from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import DataError, TransferkitError
@@ -202,6 +203,7 @@ def adapt(
     use_cache: bool = True,
     progress: bool = True,
     out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> AdaptResult:
     """Adapt a model trained on labelled ``source`` to the unlabelled ``target`` with each of ``methods``, over
     ``seeds`` seeds (``seed``, ``seed`` + 1, ...; each its own source split).
@@ -231,6 +233,8 @@ def adapt(
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
     settings = replace(settings, epochs=epochs) if settings else AdaptSettings(epochs=epochs)
+    if out is not None:  # before any work: a folder transferkit may not write fails now
+        check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
     reading = DataSpec(text_column, label_column, image_column, encoding)
     ds = reading.load(source)

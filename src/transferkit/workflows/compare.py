@@ -14,6 +14,7 @@ import numpy as np
 from ..backbones import create_backbone
 from ..core.evaluation import Verdict, classification_metrics, mean_ci, verdict
 from ..core.model import TransferModel
+from ..core.outdir import check_out
 from ..core.progress import out_console
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
@@ -177,6 +178,7 @@ def compare(
     seeds: int | Sequence[int] = 3,
     *,
     out: str | Path | None = None,
+    overwrite: bool = False,
     options: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
     per_class: int | None = None,
@@ -213,6 +215,8 @@ def compare(
 
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
+    if out is not None:  # before any work: a folder transferkit may not write fails now
+        check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
     is_auto = strategies == "auto" or list(strategies) == ["auto"]
     if not is_auto:  # options checked before any data is read

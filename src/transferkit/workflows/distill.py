@@ -13,6 +13,7 @@ import numpy as np
 
 from ..core.evaluation import classification_metrics, mean_ci, verdict
 from ..core.model import TransferModel
+from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
@@ -125,6 +126,7 @@ def distill(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     out: str | Path | None = None,
+    overwrite: bool = False,
     sweep: bool = False,
 ) -> DistillResult:
     """Distil ``teacher`` into ``student`` on ``data`` over ``seeds`` seeds (``seed``, ``seed`` + 1, ...; each its
@@ -147,6 +149,8 @@ def distill(
 
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
+    if out is not None:  # before any work: a folder transferkit may not write fails now
+        check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
     opts = {"epochs": epochs, "patience": None, "temperature": temperature, **(student_options or {})}
     # the students' and the teacher's options are checked before any data is read or any teacher trained

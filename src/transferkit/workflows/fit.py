@@ -17,6 +17,7 @@ from ..backbones import create_backbone
 from ..core.evaluation import classification_metrics, verdict
 from ..core.features import default_cache_dir
 from ..core.model import TransferModel
+from ..core.outdir import check_out
 from ..core.progress import out_console as console
 from ..core.training import is_main_process
 from ..data.dataset import Dataset, Splits
@@ -67,6 +68,7 @@ def fit(
     strategy: str = "linear-probe",
     *,
     out: str | Path | None = None,
+    overwrite: bool = False,
     seed: int = 0,
     per_class: int | None = None,
     val_size: float = 0.2,
@@ -109,6 +111,8 @@ def fit(
     """
     if scratch_budget not in SCRATCH_BUDGETS:
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
+    if out is not None:  # before any work: a folder transferkit may not write fails now
+        check_out(out, overwrite=overwrite, resume=resume)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
     if strategy != "auto":  # options checked before any data is read
         strat = STRATEGIES.get(strategy)

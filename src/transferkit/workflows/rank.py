@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
@@ -180,6 +181,7 @@ def rank(
     use_cache: bool = True,
     progress: bool = True,
     out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> RankResult:
     """Score each candidate backbone on the training split of ``data`` (the split ``fit`` with the same seed and
     split options uses; test labels are never read) with LogME, LEEP, NCE and H-score, and recommend the best by ``by``.
@@ -199,6 +201,8 @@ def rank(
         raise TransferkitError(f"by={by!r} is not a score; choose one of {', '.join(METRICS)}.")
     if max_samples is not None and max_samples < 10:
         raise TransferkitError(f"max_samples must be at least 10, got {max_samples}.")
+    if out is not None:  # before any work: a folder transferkit may not write fails now
+        check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test)
     ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
     specs = parse_candidates(backbones, ds.modality, controls=controls)
