@@ -440,3 +440,26 @@ def test_a_source_describes_itself_its_listing_and_the_folders_it_reads(timm_dir
     assert create_backbone(str(folder)) is built
     assert "mine:<x>" in [r.spec for r in list_backbones()]
     assert create_backbone(str(timm_dir)).spec == built.spec  # other folders still go to their own source
+
+
+def test_16_bit_and_float_grayscale_images_keep_their_grey_levels(tmp_path):
+    from PIL import Image
+
+    ramp = np.linspace(1000, 3000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as im:
+        assert im.mode.startswith("I")
+    rgb = np.asarray(load_image(tmp_path / "deep.png"))
+    assert rgb.shape == (64, 64, 3) and rgb.min() == 0 and rgb.max() == 255
+    assert len(np.unique(rgb)) > 200  # a ramp, not black and white
+    flat = np.asarray(load_image(Image.fromarray(np.full((8, 8), 7.5, dtype=np.float32))))
+    assert flat.shape == (8, 8, 3) and (flat == 0).all()
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match=r"too large to decode safely \(40x40 pixels; the limit is 1,000 pixels\)"):
+        load_image(tmp_path / "big.png")
