@@ -296,3 +296,21 @@ def test_failed_save_leaves_the_old_model_and_no_temp_folder(tmp_path, images, m
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
     np.testing.assert_allclose(transferkit.load(tmp_path / "m").predict_proba(images), expected, rtol=1e-5)
+
+
+def test_saved_files_follow_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    from transferkit.backbones.scratch import create_scratch_backbone
+    from transferkit.core.heads import linear_head
+    from transferkit.core.model import TransferModel
+
+    model = TransferModel(create_scratch_backbone("cnn", {}), linear_head(64, 2), ["a", "b"])
+    old = os.umask(0o022)
+    try:
+        path = model.save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {0o644}

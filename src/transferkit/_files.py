@@ -16,6 +16,14 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit"))
 
 
+def user_mode(directory: bool = False) -> int:
+    """The permission bits a new file (or folder) gets under the user's umask: temp files and folders are created
+    0600 / 0700, and renaming them into place would keep that."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a temp file in ``path``'s folder, then rename it over ``path``: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +31,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, user_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

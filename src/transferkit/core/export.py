@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._files import user_mode
 from .._version import __version__
 from ..backbones import create_backbone
 from ..backbones.base import preprocess_from_dict
@@ -56,6 +57,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         **(extra or {}),
     }
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    os.chmod(tmp, user_mode(directory=True))  # mkdtemp makes it 0700
     try:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
@@ -72,6 +74,8 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         if bb.adapter is not None:
             save_file({k: v for k, v in state.items() if "lora_" in k}, str(tmp / "adapter.safetensors"))
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
+        for f in tmp.iterdir():  # safetensors writes its files 0600
+            os.chmod(f, user_mode())
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._files import default_cache_dir
+from .._files import default_cache_dir, user_mode
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from .progress import progress_bar
@@ -72,6 +72,7 @@ def _write_cache(path: Path, feats: np.ndarray, meta: dict[str, str]) -> None:
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
             f.write(memoryview(feats).cast("B"))
+        os.chmod(tmp, user_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

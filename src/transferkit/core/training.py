@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._files import user_mode
 from ..errors import TransferkitError
 from .progress import progress_bar
 
@@ -287,6 +288,7 @@ class Trainer:
         target = self.checkpoint_dir
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        os.chmod(tmp, user_mode(directory=True))  # mkdtemp makes it 0700
         try:
             save_file(_contiguous(self.model.state_dict()), str(tmp / "model.safetensors"))
             save_file(_contiguous(best_state), str(tmp / "best.safetensors"))
@@ -310,6 +312,8 @@ class Trainer:
                 "seed": self.seed,
             }
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=2))
+            for f in tmp.iterdir():  # safetensors writes its files 0600
+                os.chmod(f, user_mode())
             old = target.with_name(f".{target.name}.old")
             if target.exists():
                 os.replace(target, old)
