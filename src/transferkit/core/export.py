@@ -86,26 +86,31 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
 
 
 def load(path: str | Path) -> TransferModel:
-    """Load a model saved by ``TransferModel.save``; checks the backbone's weights and preprocessing match."""
-    from safetensors.torch import load_file
-
+    """Load a model saved by ``TransferModel.save``. The folder is checked against the format before anything is
+    built (its JSON, every tensor's name, shape and finiteness), and the backbone's weights and preprocessing must
+    match the ones it was trained with; any problem is one sentence naming the file."""
     path = Path(path)
-    cfg_file = path / CONFIG
-    if not cfg_file.is_file():
-        raise TransferkitError(f"{path} is not a saved transferkit model (no {CONFIG} in it).")
-    cfg = json.loads(cfg_file.read_text())
-    if cfg.get("format_version", 0) > FORMAT_VERSION:
-        raise TransferkitError(f"{path} was saved by a newer transferkit ({cfg.get('transferkit_version')}).")
+    cfg = _read_config(path)
     bcfg = cfg["backbone"]
+    head = build_head(cfg["head"])
+    head.load_state_dict(_tensors(path / "head.safetensors", head.state_dict()))
     backbone = create_backbone(bcfg["spec"])
     if bcfg["weights_saved"]:
-        backbone.load_state_dict(load_file(str(path / "backbone.safetensors")))
+        backbone.load_state_dict(_tensors(path / "backbone.safetensors", backbone.state_dict()))
         backbone.mark_changed()
-    saved_pre = preprocess_from_dict(cfg["preprocess"])
+    try:
+        saved_pre = preprocess_from_dict(cfg["preprocess"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise TransferkitError(f"{path / CONFIG}: its preprocessing is malformed ({type(e).__name__}: {e}).") from None
     if saved_pre != backbone.preprocess:
         raise TransferkitError(
             f"{path}: the preprocessing of {bcfg['spec']} here ({backbone.preprocess}) differs from the one the "
             f"model was trained with ({saved_pre}); predictions would be silently wrong."
+        )
+    if backbone.feature_dim != cfg["head"]["in_features"]:
+        raise TransferkitError(
+            f"{path}: its head takes {cfg['head']['in_features']} features but {bcfg['spec']} gives "
+            f"{backbone.feature_dim}."
         )
     if backbone.fingerprint() != bcfg["fingerprint"]:
         raise TransferkitError(
@@ -116,12 +121,81 @@ def load(path: str | Path) -> TransferModel:
         from ..backbones.adapters import inject_lora
 
         inject_lora(backbone, bcfg["adapter"])
-        saved = load_file(str(path / "adapter.safetensors"))
-        result = backbone.load_state_dict(saved, strict=False)
-        missing = [k for k in result.missing_keys if "lora_" in k]
-        if missing or result.unexpected_keys:
-            raise TransferkitError(f"{path}: the adapter weights do not fit {bcfg['spec']} ({missing[:3]}).")
+        want = {k: v for k, v in backbone.state_dict().items() if "lora_" in k}
+        backbone.load_state_dict(_tensors(path / "adapter.safetensors", want), strict=False)
         backbone.mark_changed(full=False)
-    head = build_head(cfg["head"])
-    head.load_state_dict(load_file(str(path / "head.safetensors")))
     return TransferModel(backbone, head, cfg["classes"]).eval()
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """``transferkit.json`` of ``path``, checked against the format: one sentence per kind of damage."""
+    cfg_file = path / CONFIG
+    if not path.is_dir():
+        raise TransferkitError(f"{path} is not a saved transferkit model folder.")
+    if not cfg_file.is_file():
+        raise TransferkitError(f"{path} is not a saved transferkit model (no {CONFIG} in it).")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TransferkitError(
+            f"{cfg_file} is not readable JSON ({type(e).__name__}: {e}); the model is damaged."
+        ) from None
+
+    def bad(what: str) -> TransferkitError:
+        return TransferkitError(f"{cfg_file}: {what}; the model is damaged or was not saved by transferkit.")
+
+    if not isinstance(cfg, dict):
+        raise bad(f"it holds a {type(cfg).__name__}, not an object")
+    version = cfg.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise bad("format_version is not a whole number")
+    if version > FORMAT_VERSION:
+        raise TransferkitError(f"{path} was saved by a newer transferkit ({cfg.get('transferkit_version')}).")
+    b, h, classes = cfg.get("backbone"), cfg.get("head"), cfg.get("classes")
+    if not isinstance(b, dict) or not isinstance(b.get("spec"), str) or not isinstance(b.get("fingerprint"), str):
+        raise bad("its backbone entry (spec, fingerprint) is missing or malformed")
+    if not isinstance(b.get("weights_saved"), bool) or not isinstance(b.get("adapter"), dict | None):
+        raise bad("its backbone entry (weights_saved, adapter) is malformed")
+    if not isinstance(cfg.get("preprocess"), dict):
+        raise bad("its preprocess entry is missing")
+    if not isinstance(h, dict) or h.get("type") not in ("linear", "mlp"):
+        raise bad("its head entry is missing or of an unknown type")
+    dims = ("in_features", "num_classes") + (("hidden",) if h["type"] == "mlp" else ())
+    if not all(isinstance(h.get(k), int) and not isinstance(h.get(k), bool) and h[k] >= 1 for k in dims):
+        raise bad(f"its head's sizes ({', '.join(dims)}) are not positive whole numbers")
+    names = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    if not names or len(set(classes)) < len(classes):
+        raise bad("its classes are not a list of distinct names")
+    if len(classes) != h["num_classes"]:
+        raise bad(f"it names {len(classes)} classes but its head has {h['num_classes']} outputs")
+    return cfg
+
+
+def _tensors(file: Path, expected: dict[str, Any]) -> dict[str, Any]:
+    """The tensors of a safetensors file, checked to be exactly ``expected``'s names and shapes, and finite."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        raise TransferkitError(f"{file} is missing; the model is damaged.")
+    try:
+        got = load_file(str(file))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise TransferkitError(f"{file} is not a readable safetensors file ({e}); the model is damaged.") from None
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or extra:
+        raise TransferkitError(
+            f"{file} does not fit the model: " + "; ".join(
+                part for part in (f"missing {', '.join(missing[:3])}" if missing else "",
+                                  f"unexpected {', '.join(extra[:3])}" if extra else "") if part
+            ) + "."
+        )
+    for name, t in got.items():
+        if tuple(t.shape) != tuple(expected[name].shape):
+            raise TransferkitError(
+                f"{file}: {name} has shape {tuple(t.shape)}, the model needs {tuple(expected[name].shape)}."
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise TransferkitError(f"{file}: {name} holds NaN or infinite values; the model is unusable.")
+    return got
