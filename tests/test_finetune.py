@@ -23,10 +23,10 @@ def _shades(n: int = 12):
     return from_arrays(x.astype(np.uint8), ["dark"] * n + ["light"] * n, name="shades")
 
 
-def _run(options: dict, seed: int = 0, **ctx):
+def _run(options: dict, seed: int = 0, ds=None, **ctx):
     torch.manual_seed(123)  # the random-init backbone is the same in every call
     bb = create_backbone(TIMM_SPEC)
-    ds = _shades()
+    ds = ds if ds is not None else _shades()
     splits = make_splits(ds, seed=0)
     strat = STRATEGIES.get("finetune")
     # the mechanics of training are tested from a random head; LP-FT (the default) has tests of its own
@@ -310,3 +310,27 @@ def test_clearly_better_is_a_paired_margin():
     assert not clearly_better(6, 3, 1.0)  # +3 < sqrt(9)
     assert clearly_better(6, 3, 0.0) and not clearly_better(3, 3, 0.0)  # margin 0: any gain; a tie is no gain
     assert not clearly_better(0, 0, -1.0)  # no item differs: nothing to prefer the fine-tune for
+
+
+def test_resume_on_other_data_or_classes_is_refused_by_name(tmp_path):
+    ck = tmp_path / "checkpoint"
+    _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, stop_after=1)
+    other = _shades()
+    other.items[0] = 255 - other.items[0]  # the same classes, one image changed
+    with pytest.raises(TransferkitError, match=r"other settings: data \("):
+        _run({"epochs": 3, "patience": None}, ds=other, checkpoint_dir=ck, resume=True)
+    renamed = from_arrays(_shades().items, ["night"] * 12 + ["day"] * 12, name="shades")
+    with pytest.raises(TransferkitError, match=r"classes \("):
+        _run({"epochs": 3, "patience": None}, ds=renamed, checkpoint_dir=ck, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "keep"), [("trainer.json", 20), ("model.safetensors", 50), ("state.pt", 30), ("best.safetensors", 0)]
+)
+def test_a_damaged_checkpoint_is_one_sentence(tmp_path, name, keep):
+    ck = tmp_path / "checkpoint"
+    _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, stop_after=1)
+    data = (ck / name).read_bytes()
+    (ck / name).write_bytes(data[:keep])
+    with pytest.raises(TransferkitError, match=r"checkpoint in .* is damaged"):
+        _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, resume=True)

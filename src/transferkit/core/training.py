@@ -139,7 +139,10 @@ class Trainer:
         progress: bool = True,
         on_epoch_start: Callable[[int], None] | None = None,
         device: torch.device | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
+        """``identity``: what the run trains on (data hash, splits, backbone, strategy settings), kept in the
+        checkpoint; resuming with another one is refused, naming what changed."""
         names = [g.name for g in groups]
         if len(set(names)) != len(names):
             raise ValueError(f"parameter group names must be unique: {names}")
@@ -147,6 +150,7 @@ class Trainer:
         self.seed, self.checkpoint_dir, self.progress = seed, checkpoint_dir, progress
         self.on_epoch_start = on_epoch_start or (lambda epoch: None)
         self.device = device or torch.device("cpu")
+        self.identity = identity or {}
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
@@ -310,6 +314,7 @@ class Trainer:
                 "history": [asdict(r) for r in result.history],
                 "config": asdict(self.config),
                 "seed": self.seed,
+                "identity": self.identity,
             }
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=2))
             for f in tmp.iterdir():  # safetensors writes its files 0600
@@ -328,24 +333,65 @@ class Trainer:
         from safetensors.torch import load_file
 
         assert self.checkpoint_dir is not None
-        meta = json.loads((self.checkpoint_dir / "trainer.json").read_text())
-        names = [g.name for g in self.groups]
-        if meta["groups"] != names or meta["seed"] != self.seed or meta["config"] != asdict(self.config):
+        where = self.checkpoint_dir
+        try:
+            meta = json.loads((where / "trainer.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not an object")
+            changed = self._changes(meta)
+        except (OSError, ValueError, KeyError, TypeError) as e:
             raise TransferkitError(
-                f"The checkpoint in {self.checkpoint_dir} was made with other settings (groups {meta['groups']}, "
-                f"seed {meta['seed']}); resume with the same options or start over without --resume."
+                f"The checkpoint in {where} is damaged (trainer.json: {type(e).__name__}: {e}); start over without "
+                "--resume (or with --overwrite)."
+            ) from None
+        if changed:
+            raise TransferkitError(
+                f"The checkpoint in {where} was made with other settings: {'; '.join(changed)}. Resume with what the "
+                "interrupted run used, or start over without --resume (or with --overwrite)."
             )
         self.on_epoch_start(max(0, meta["next_epoch"] - 1))  # the freezing state the optimizer was saved in
-        self.model.load_state_dict(load_file(str(self.checkpoint_dir / "model.safetensors"), device=str(self.device)))
-        state = torch.load(self.checkpoint_dir / "state.pt", map_location=self.device, weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        result.history = [EpochRecord(**r) for r in meta["history"]]
-        result.best_epoch, result.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
+        try:
+            self.model.load_state_dict(load_file(str(where / "model.safetensors"), device=str(self.device)))
+            state = torch.load(where / "state.pt", map_location=self.device, weights_only=True)
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            best = load_file(str(where / "best.safetensors"), device=str(self.device))
+            result.history = [EpochRecord(**r) for r in meta["history"]]
+            result.best_epoch, result.best_val_accuracy = meta["best_epoch"], meta["best_val_accuracy"]
+        except Exception as e:  # truncated or foreign files: safetensors, torch's weights-only unpickler, shapes
+            raise TransferkitError(
+                f"The checkpoint in {where} is damaged or not transferkit's ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else 'unreadable'}); start over without --resume (or with "
+                "--overwrite)."
+            ) from None
         result.initial_val_accuracy = meta.get("initial_val_accuracy")
-        return meta["next_epoch"], load_file(str(self.checkpoint_dir / "best.safetensors"), device=str(self.device))
+        return meta["next_epoch"], best
+
+    def _changes(self, meta: dict[str, Any]) -> list[str]:
+        """What differs between the checkpoint's run and this one, in words (empty: the same run)."""
+        changed = []
+        saved = meta.get("identity", {})
+        for key, now in self.identity.items():
+            if key in saved and saved[key] != now:
+                changed.append(f"{key} ({_short(saved[key])} then, {_short(now)} now)")
+        if meta["seed"] != self.seed:
+            changed.append(f"seed ({meta['seed']} then, {self.seed} now)")
+        if meta["groups"] != [g.name for g in self.groups]:
+            changed.append(f"set of trained parts ({', '.join(meta['groups'])} then)")
+        ours = asdict(self.config)
+        keys = sorted(k for k in set(ours) | set(meta["config"]) if meta["config"].get(k) != ours.get(k))
+        if keys:
+            changed.append("training settings: " + ", ".join(
+                f"{k} {_short(meta['config'].get(k))} then, {_short(ours.get(k))} now" for k in keys
+            ))
+        return changed
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class Distributed:

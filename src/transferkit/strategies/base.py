@@ -126,6 +126,25 @@ def config_dict(config: Any) -> dict[str, Any]:
 StrategyFactory = Callable[[], Strategy]
 
 
+def run_identity(model: TransferModel, ds: Dataset, splits: Splits, config: Any) -> dict[str, Any]:
+    """What a training run is about, for its checkpoint: a resume on other data, splits, backbone or strategy
+    settings is refused by name."""
+    import hashlib
+
+    def digest(idx: np.ndarray) -> str:
+        return hashlib.sha256(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+    return {
+        "data": ds.content_hash(),
+        "classes": list(ds.classes),
+        "splits": {k: digest(getattr(splits, k)) for k in ("train", "val", "test")},
+        "backbone": model.backbone.spec,
+        "strategy settings": {
+            k: v for k, v in asdict(config).items() if isinstance(v, str | int | float | bool | None)
+        },
+    }
+
+
 def train_and_predict(
     model: TransferModel,
     groups: list[Any],
@@ -164,6 +183,7 @@ def train_and_predict(
         progress=ctx.progress,
         on_epoch_start=on_epoch_start,
         device=default_device(),
+        identity=run_identity(model, ds, splits, config),
     )
     y = ds.targets
     items, train_y = ds.take(splits.train), y[splits.train]
