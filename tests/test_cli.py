@@ -240,7 +240,7 @@ def test_subprocess_exit_code_and_stderr(tmp_path):
 
 
 DATA_OPTIONS = ("--text-column", "--label-column", "--image-column", "--encoding", "--seed", "--val-size",
-                "--test-size", "--per-class", "--max-test", "--quiet")
+                "--test-size", "--per-class", "--max-test", "--dedupe", "--quiet", "--overwrite")
 
 
 @pytest.mark.parametrize("command", ["fit", "compare", "distill", "adapt", "rank"])

@@ -405,3 +405,45 @@ def test_split_sizes_must_be_fractions(val, test):
 def test_split_record_is_json_friendly():
     s = make_splits(_ds({"a": 10, "b": 10}))
     assert json.loads(json.dumps(s.to_dict())) == s.to_dict()
+
+
+# ---------------------------------------------------------------- duplicates (issue 16)
+
+
+def test_duplicates_are_used_once_and_never_cross_splits():
+    from transferkit.data import from_arrays, make_splits
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (40, 8, 8, 3)).astype(np.uint8)
+    x[20:30] = x[0:10]  # ten copies, same labels as their originals
+    labels = ["a"] * 10 + ["b"] * 10 + ["a"] * 10 + ["b"] * 10
+    ds = from_arrays(x, labels)
+    sp = make_splits(ds, seed=0)
+    assert sp.duplicates == 10
+    parts = [{ds.item_hash(int(i)) for i in getattr(sp, k)} for k in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == len(set().union(*parts)) == 30  # each content once, in one split
+    kept = make_splits(ds, seed=0, dedupe=False)
+    assert kept.duplicates == 0 and len(kept.train) + len(kept.val) + len(kept.test) == 40
+
+
+def test_the_same_item_under_two_labels_is_refused_unless_told():
+    from transferkit.data import from_arrays, make_splits
+
+    x = np.random.default_rng(1).integers(0, 255, (20, 8, 8, 3)).astype(np.uint8)
+    x[15] = x[0]
+    ds = from_arrays(x, ["a"] * 10 + ["b"] * 10)
+    with pytest.raises(DataError, match=r"1 item\(s\) appear with two or more labels.*'a', 'b'.*--no-dedupe"):
+        make_splits(ds)
+    assert make_splits(ds, dedupe=False).duplicates == 0
+    ds.conflicting = "drop"  # a built-in corpus known to hold such items: every copy left out
+    assert make_splits(ds).duplicates == 2
+
+
+def test_a_copy_of_a_test_item_outside_the_test_split_is_left_out():
+    from transferkit.data import Dataset, make_splits
+
+    x = list(np.random.default_rng(2).integers(0, 255, (24, 8, 8, 3)).astype(np.uint8))
+    x[2] = x[20].copy()  # a training item that is also in the predefined test split
+    ds = Dataset(x, ["a", "b"] * 12, "image", split=["train"] * 18 + ["test"] * 6)
+    sp = make_splits(ds)
+    assert sp.duplicates == 1 and 2 not in set(sp.train) | set(sp.val) and 20 in set(sp.test)

@@ -30,6 +30,9 @@ class Dataset:
     name: str = "data"
     split: Sequence[str] | None = None
     groups: Sequence[str] | None = None
+    conflicting: Literal["refuse", "drop"] = "refuse"
+    """The same content under two labels: refuse it (the user's data: they fix the labels) or leave every copy out
+    (a built-in corpus known to hold such items)."""
     _hashes: list[str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,6 +106,8 @@ class Splits:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    duplicates: int = 0
+    """Items left out because the same content came earlier (or is in the test split): never in two splits."""
 
     def to_dict(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
@@ -145,6 +150,33 @@ def _stratified_subsample(idx: np.ndarray, y: np.ndarray, n: int, rng: np.random
     return np.sort(np.concatenate(taken))
 
 
+def unique_items(ds: Dataset) -> np.ndarray:
+    """Indices of ``ds`` with each content once: the first occurrence, or the one in the predefined test split (a
+    copy outside it would leak the test item into training). The same content under two labels is an error naming
+    it (or, for a dataset marked ``conflicting="drop"``, every copy is left out)."""
+    first: dict[str, int] = {}
+    labels: dict[str, set[str]] = {}
+    is_test = [s == "test" for s in ds.split] if ds.split is not None else [False] * len(ds)
+    for i in range(len(ds)):
+        h = ds.item_hash(i)
+        labels.setdefault(h, set()).add(ds.labels[i])
+        if h not in first or (is_test[i] and not is_test[first[h]]):
+            first[h] = i
+    conflicts = [h for h, labs in labels.items() if len(labs) > 1]
+    if conflicts and ds.conflicting == "drop":
+        ambiguous = set(conflicts)
+        return np.array(sorted(i for h, i in first.items() if h not in ambiguous), dtype=np.int64)
+    if conflicts:
+        i = first[conflicts[0]]
+        shown = ds.items[i] if ds.modality == "text" or isinstance(ds.items[i], str | Path) else f"item {i}"
+        raise DataError(
+            f"{ds.name}: {len(conflicts)} item(s) appear with two or more labels, e.g. {str(shown)[:80]!r} as "
+            f"{', '.join(map(repr, sorted(labels[conflicts[0]])))}; fix the labels, or pass --no-dedupe to use the "
+            "data as it is."
+        )
+    return np.array(sorted(first.values()), dtype=np.int64)
+
+
 def make_splits(
     ds: Dataset,
     seed: int = 0,
@@ -152,21 +184,24 @@ def make_splits(
     test_size: float = 0.2,
     per_class: int | None = None,
     max_test: int | None = None,
+    dedupe: bool = True,
 ) -> Splits:
     """Seeded stratified train/val/test split.
 
     The test part is the dataset's predefined test split when it has one, else ``test_size`` of each class.
     ``per_class`` keeps N labelled examples per class (train + val) for few-shot runs; ``max_test`` caps the
-    test set with a stratified subsample.
+    test set with a stratified subsample. With ``dedupe`` (default) each content is used once (``unique_items``),
+    so no item is in two splits; without it, every item is used as it is.
     """
     if not 0 < val_size < 1 or not 0 < test_size < 1:
         raise DataError("val_size and test_size must be fractions between 0 and 1.")
     y = ds.targets
     classes = ds.classes
     rng = np.random.default_rng(seed)
-    all_idx = np.arange(len(ds))
+    all_idx = unique_items(ds) if dedupe else np.arange(len(ds))
+    duplicates = len(ds) - len(all_idx)
     if ds.split is not None:
-        is_test = np.array([s == "test" for s in ds.split])
+        is_test = np.array([ds.split[int(i)] == "test" for i in all_idx], dtype=bool)
         test, pool = all_idx[is_test], all_idx[~is_test]
     else:
         test, pool = _stratified_take(all_idx, y, test_size, rng, "test", classes)
@@ -189,4 +224,4 @@ def make_splits(
     missing = sorted(set(range(len(classes))) - set(y[test].tolist()))
     if missing:
         raise DataError(f"Class {classes[missing[0]]!r} has no example in the test split; add examples.")
-    return Splits(train=train, val=val, test=test)
+    return Splits(train=train, val=val, test=test, duplicates=duplicates)

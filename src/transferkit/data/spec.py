@@ -57,6 +57,9 @@ class SplitSpec:
         default=None, metadata={"help": "Keep N labelled examples per class (train + validation; few-shot)."}
     )
     max_test: int | None = field(default=None, metadata={"help": "Cap the test set (stratified subsample)."})
+    dedupe: bool = field(default=True, metadata={
+        "help": "Use each distinct item once, so none is in two splits (the same item under two labels is an "
+        "error); --no-dedupe uses the data as it is."})
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -85,7 +88,7 @@ class SplitSpec:
         """The splits of ``ds`` for this spec's seed, or for ``seed`` (each seed of a comparison has its own)."""
         s = self.seed if seed is None else seed
         return make_splits(ds, seed=s, val_size=self.val_size, test_size=self.test_size, per_class=self.per_class,
-                           max_test=self.max_test)
+                           max_test=self.max_test, dedupe=self.dedupe)
 
     def with_seed(self, seed: int) -> SplitSpec:
         return replace(self, seed=seed)

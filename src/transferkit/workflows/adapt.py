@@ -193,6 +193,7 @@ def adapt(
     val_size: float = 0.2,
     test_size: float = 0.2,
     max_test: int | None = None,
+    dedupe: bool = True,
     max_target: int | None = None,
     text_column: str | None = None,
     label_column: str = "label",
@@ -235,7 +236,7 @@ def adapt(
     settings = replace(settings, epochs=epochs) if settings else AdaptSettings(epochs=epochs)
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
-    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     reading = DataSpec(text_column, label_column, image_column, encoding)
     ds = reading.load(source)
     items = load_unlabelled(target, ds.modality, target_column or text_column or image_column, encoding)

@@ -185,6 +185,7 @@ def compare(
     val_size: float = 0.2,
     test_size: float = 0.2,
     max_test: int | None = None,
+    dedupe: bool = True,
     text_column: str | None = None,
     label_column: str = "label",
     image_column: str | None = None,
@@ -217,7 +218,7 @@ def compare(
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
-    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     is_auto = strategies == "auto" or list(strategies) == ["auto"]
     if not is_auto:  # options checked before any data is read
         rung_configs(parse_variants(list(strategies)), options, common_options, {})

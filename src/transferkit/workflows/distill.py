@@ -119,6 +119,7 @@ def distill(
     val_size: float = 0.2,
     test_size: float = 0.2,
     max_test: int | None = None,
+    dedupe: bool = True,
     text_column: str | None = None,
     label_column: str = "label",
     image_column: str | None = None,
@@ -151,7 +152,7 @@ def distill(
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
-    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     opts = {"epochs": epochs, "patience": None, "temperature": temperature, **(student_options or {})}
     # the students' and the teacher's options are checked before any data is read or any teacher trained
     make_config(STRATEGIES.get("distill"), {"teacher": str(teacher), "alpha": alpha, **opts})

@@ -74,6 +74,7 @@ def fit(
     val_size: float = 0.2,
     test_size: float = 0.2,
     max_test: int | None = None,
+    dedupe: bool = True,
     text_column: str | None = None,
     label_column: str = "label",
     image_column: str | None = None,
@@ -113,7 +114,7 @@ def fit(
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite, resume=resume)
-    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     if strategy != "auto":  # options checked before any data is read
         strat = STRATEGIES.get(strategy)
         config = make_config(strat, strategy_options)
@@ -252,7 +253,7 @@ def _fit_auto(
         "transferkit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data": {"name": ds.name, "modality": ds.modality, "classes": ds.classes, "size": len(ds),
-                 "content_hash": ds.content_hash(), "splits": splits.to_dict()},
+                 "content_hash": ds.content_hash(), "splits": splits.to_dict(), "duplicates": splits.duplicates},
         "backbone": res.meta["backbone"],
         "strategy": "auto",
         "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
@@ -313,6 +314,7 @@ def _record(
             "size": len(ds),
             "content_hash": ds.content_hash(),
             "splits": splits.to_dict(),
+            "duplicates": splits.duplicates,
         },
         "backbone": spec,
         "strategy": strategy,
@@ -372,6 +374,9 @@ def write_run(result: FitResult, out: Path) -> None:
 def notes(record: dict[str, Any]) -> list[str]:
     """Sentences the report adds below the verdict: a rung that gave way to a cheaper one, the control's budget."""
     out = []
+    if record.get("data", {}).get("duplicates"):
+        out.append(f"{record['data']['duplicates']} duplicate item(s) were left out before splitting, so that no item "
+                   "is in two splits (--no-dedupe keeps them).")
     info = record.get("strategy_info", {})
     if info.get("kept") == "linear-probe" and record.get("strategy") != "linear-probe":
         out.append(f"The {record['strategy']} run gave way to the linear probe: {info['kept_reason']}.")

@@ -172,6 +172,7 @@ def rank(
     test_size: float = 0.2,
     per_class: int | None = None,
     max_test: int | None = None,
+    dedupe: bool = True,
     max_samples: int | None = 500,
     text_column: str | None = None,
     label_column: str = "label",
@@ -203,7 +204,7 @@ def rank(
         raise TransferkitError(f"max_samples must be at least 10, got {max_samples}.")
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
-    split = SplitSpec(seed, val_size, test_size, per_class, max_test)
+    split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
     specs = parse_candidates(backbones, ds.modality, controls=controls)
     splits = split.make(ds)
