@@ -98,3 +98,21 @@ def test_fresh_out_and_check_out_by_hand(tmp_path):
     assert check_out(tmp_path / "r", resume=True) and check_out(tmp_path / "r", overwrite=True)
     with pytest.raises(TransferkitError, match="--resume"):
         check_out(tmp_path / "r")
+
+
+def test_every_bad_image_is_reported_at_once_before_any_training(timm_dir, tmp_path):
+    import shutil
+
+    from .conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "pics", per_class=6)
+    classes = sorted(p.name for p in folder.iterdir())
+    (folder / classes[0] / "00.png").write_bytes(b"not a png")
+    (folder / classes[1] / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["fit", str(folder), "--backbone", str(timm_dir), "--strategy", "finetune",
+                                 "--out", str(out), "--quiet"])
+    assert_clean_failure(result, "2 of 18 images cannot be used")
+    assert "00.png" in result.stderr and "03.png" in result.stderr and "nothing was trained" in result.stderr
+    assert not out.exists()
+    shutil.rmtree(folder)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluation import mean_ci, verdict
+from ..core.inputs import check_images
 from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
@@ -264,6 +265,8 @@ def adapt(
     xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
     pos = {int(i): k for k, i in enumerate(used)}
     pool = unlabelled_dataset(items, ds, res.target)
+    for d in (ds, pool, *([test_ds] if test_ds is not None else [])):
+        check_images(d, range(len(d)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     xt, _ = extract_features(bb, pool, range(len(pool)), description="target features", **feats)
     x_test = None
     if test_ds is not None:

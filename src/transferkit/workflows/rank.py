@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.inputs import check_images
 from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
@@ -209,6 +210,7 @@ def rank(
     specs = parse_candidates(backbones, ds.modality, controls=controls)
     splits = split.make(ds)
     idx = _sample(splits.train, ds.targets, max_samples, seed)
+    check_images(ds, idx, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     y = ds.targets[idx]
     rows: list[RankRow] = []
     for spec in specs:
