@@ -62,8 +62,8 @@ class SplitSpec:
         "error); --no-dedupe uses the data as it is."})
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise DataError(f"seed must be a whole number, got {self.seed!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise DataError(f"seed must be a whole number of at least 0, got {self.seed!r}.")
         for name in ("val_size", "test_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluation import mean_ci, verdict
-from ..core.inputs import check_images
+from ..core.inputs import check_images, remember_images
 from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
@@ -265,8 +265,9 @@ def adapt(
     xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
     pos = {int(i): k for k, i in enumerate(used)}
     pool = unlabelled_dataset(items, ds, res.target)
+    verified: list[str] = []
     for d in (ds, pool, *([test_ds] if test_ds is not None else [])):
-        check_images(d, range(len(d)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+        verified += check_images(d, range(len(d)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     xt, _ = extract_features(bb, pool, range(len(pool)), description="target features", **feats)
     x_test = None
     if test_ds is not None:
@@ -314,6 +315,7 @@ def adapt(
         res.score_target(_target_labels(test_ds, ds.classes))
     if out is not None:
         write_adapt(res, Path(out))
+    remember_images(verified, cache_dir, use_cache)
     return res
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backbones import create_backbone
 from ..core.evaluation import Verdict, classification_metrics, mean_ci, verdict
-from ..core.inputs import check_images
+from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
 from ..core.progress import out_console
@@ -224,7 +224,7 @@ def compare(
     if not is_auto:  # options checked before any data is read
         rung_configs(parse_variants(list(strategies)), options, common_options, {})
     ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
-    check_images(ds, range(len(ds)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:
         raise TransferkitError("compare needs at least one seed and one strategy.")
@@ -345,6 +345,7 @@ def compare(
     res = CompareResult(runs, verdicts, best, models.get(best), meta)
     if out is not None:
         _write(res, Path(out))
+    remember_images(verified, cache_dir, use_cache)
     return res
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..core.evaluation import classification_metrics, mean_ci, verdict
-from ..core.inputs import check_images
+from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
 from ..data.dataset import Dataset
@@ -159,7 +159,7 @@ def distill(
     make_config(STRATEGIES.get("distill"), {"teacher": str(teacher), "alpha": alpha, **opts})
     make_config(STRATEGIES.get(teacher_strategy), dict(teacher_options or {}))
     ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
-    check_images(ds, range(len(ds)), cache_dir=cache_dir, progress=progress)
+    verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, progress=progress)
     first = split.seed
     if student == "auto":
         student = "scratch:cnn?size=32" if ds.modality == "image" else "pack:minilm-l6?layer=2"
@@ -217,6 +217,7 @@ def distill(
             res.runs.append(runs)
     if out is not None:
         write_distill(res, Path(out))
+    remember_images(verified, cache_dir)
     return res
 
 

@@ -16,7 +16,7 @@ from .._version import __version__
 from ..backbones import create_backbone
 from ..core.evaluation import classification_metrics, verdict
 from ..core.features import default_cache_dir
-from ..core.inputs import check_images
+from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
 from ..core.progress import out_console as console
@@ -139,8 +139,8 @@ def fit(
             cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
         )
     splits = split.make(ds)
-    check_images(ds, np.concatenate([splits.train, splits.val, splits.test]), cache_dir=cache_dir, use_cache=use_cache,
-                 progress=progress)
+    used = np.concatenate([splits.train, splits.val, splits.test])
+    verified = check_images(ds, used, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     if top_k < 1:
         raise TransferkitError(f"top_k must be at least 1, got {top_k}.")
     checkpoint = Path(out) / "checkpoint" if out is not None else None
@@ -229,6 +229,7 @@ def fit(
         write_run(fit_result, Path(out))
         if checkpoint is not None and checkpoint.exists():
             shutil.rmtree(checkpoint)
+    remember_images(verified, cache_dir, use_cache)
     return fit_result
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.inputs import check_images
+from ..core.inputs import check_images, remember_images
 from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
@@ -210,7 +210,7 @@ def rank(
     specs = parse_candidates(backbones, ds.modality, controls=controls)
     splits = split.make(ds)
     idx = _sample(splits.train, ds.targets, max_samples, seed)
-    check_images(ds, idx, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    verified = check_images(ds, idx, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     y = ds.targets[idx]
     rows: list[RankRow] = []
     for spec in specs:
@@ -260,6 +260,7 @@ def rank(
     result = RankResult(ds.name, len(idx), by, rows, pretrained[0].spec, _warnings(rows, by), seed, idx.tolist())
     if out is not None:
         write_rank(result, Path(out))
+    remember_images(verified, cache_dir, use_cache)
     return result
 
 
