@@ -47,3 +47,11 @@ def test_one_verdict_sentence_for_every_comparison():
         "Transfer accuracy is 10.0 points lower than scratch on this seed (single seed: no confidence interval)."
     )
     assert one.sentence("distillation", "hard labels").startswith("Distillation accuracy is 10.0 points lower")
+
+
+def test_an_interval_is_clipped_to_what_accuracy_allows_and_says_when_seeds_are_too_few():
+    v = verdict([0.9, 0.1], [0.2, 0.55])
+    text = v.sentence()
+    assert text == "no clear difference: +12.5 points [-100.0, +100.0] (2 seeds - too few seeds for a useful interval)"
+    assert "too few seeds for a useful interval" in text
+    assert "too few" not in verdict([0.9, 0.91, 0.92], [0.8, 0.8, 0.81]).sentence()

@@ -63,7 +63,9 @@ class Verdict:
                 f"{what.capitalize()} accuracy is {abs(self.diff):.1f} points {word} than {baseline} on this seed "
                 "(single seed: no confidence interval)."
             )
-        diff, span, n = f"{self.diff:+.1f} points", f"[{self.low:+.1f}, {self.high:+.1f}]", f"({self.seeds} seeds)"
+        low, high = max(self.low, -100.0), min(self.high, 100.0)  # an accuracy difference lies in [-100, +100]
+        few = " - too few seeds for a useful interval" if high - low > 50 else ""
+        diff, span, n = f"{self.diff:+.1f} points", f"[{low:+.1f}, {high:+.1f}]", f"({self.seeds} seeds{few})"
         plain = (what, baseline) == ("transfer", "scratch")  # the words the transfer literature uses
         if self.kind == "helps":
             return f"{what} helps: {diff} {span} over {baseline} {n}"
