@@ -77,6 +77,9 @@ CASES: list[tuple[str, str]] = [
     (DIST + " --epochs 0", "epochs"),
     (DIST + " --seeds 0", "seeds must be at least 1"),
     (DIST + " --teacher-strategy nosuch", "Unknown strategy 'nosuch'"),
+    ("distill {img} --teacher {nothing}", "does not exist: pass a saved model folder"),
+    ("fit {duphead} --backbone {bert}", "names the column(s) 'label' more than once"),
+    ("fit {extra} --backbone {bert}", "line 3: 1 more field(s) than the header's 2 columns"),
     (ADAPT + " --method mixup", "Unknown adaptation method 'mixup'"),
     (ADAPT + " --method dan", "Did you mean 'dann'"),
     (ADAPT + " --select nope", "select='nope' is not one of"),
@@ -96,7 +99,10 @@ def paths(tmp_path_factory, timm_dir, bert_dir) -> dict[str, str]:
     texts, labels = make_texts(8)
     csv = write_csv(root / "texts.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)])
     onecls = write_csv(root / "one.csv", [{"text": f"t {i}", "label": "x"} for i in range(8)])
+    (root / "dup.csv").write_text("text,label,label\nhello,a,b\nworld,b,a\n")
+    (root / "extra.csv").write_text("text,label\nhello,a\nworld,b,oops\nfoo,a\n")
     return {"img": str(img), "csv": str(csv), "onecls": str(onecls), "bb": str(timm_dir), "bert": str(bert_dir),
+            "duphead": str(root / "dup.csv"), "extra": str(root / "extra.csv"),
             "nothing": str(root / "no-such-thing")}
 
 

@@ -75,11 +75,22 @@ def _read_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, di
             columns += [k for k in row if k not in columns]
             rows.append((n, row))
         return columns, rows
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), restkey=_EXTRA)
     columns = list(reader.fieldnames or [])
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: the header names the column(s) {', '.join(map(repr, twice))} more than once.")
     for row in reader:
+        if _EXTRA in row:
+            raise DataError(
+                f"{path}, line {reader.line_num}: {len(row[_EXTRA])} more field(s) than the header's {len(columns)} "
+                "columns (an unquoted comma?)."
+            )
         rows.append((reader.line_num, row))
     return columns, rows
+
+
+_EXTRA = "\x00extra"  # where csv puts fields beyond the header: an error, not silently dropped
 
 
 def read_table(

@@ -151,6 +151,12 @@ def distill(
 
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
+    looks_like_path = ":" not in str(teacher).split("?")[0] or str(teacher).startswith(("/", ".", "~"))
+    if looks_like_path and not Path(teacher).expanduser().exists():
+        raise TransferkitError(
+            f"--teacher {teacher} does not exist: pass a saved model folder (e.g. runs/photos/model) or a backbone "
+            "spec (e.g. pack:efficientnet-lite2)."
+        )
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
