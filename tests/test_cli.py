@@ -267,3 +267,11 @@ def test_bad_data_options_fail_before_any_work(command, args, match, image_data,
     result = invoke(command, image_data, *args, "--out", tmp_path / "out")
     assert_clean_failure(result, match)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["fit", "compare", "distill", "adapt", "rank", "predict"])
+def test_help_shows_no_type_on_plain_flags(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and ("--quiet" in result.output or command == "predict")
+    # typer's own --help row keeps its <bool>; every flag of ours shows none
+    assert not [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]

@@ -58,18 +58,22 @@ def data_options(command: Callable[..., None]) -> Callable[..., None]:
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
             default=f.default,
-            annotation=Annotated[get_type_hints(cls)[f.name], typer.Option(help=f.metadata["help"])],
+            annotation=Annotated[
+                get_type_hints(cls)[f.name],
+                typer.Option(help=f.metadata["help"], metavar="" if get_type_hints(cls)[f.name] is bool else None),
+            ],
         )
         for cls in groups.values()
         for f in fields(cls)
     ]
     added.append(
         inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False,
-                          annotation=Annotated[bool, typer.Option(help="No progress bars.")])
+                          annotation=Annotated[bool, typer.Option(metavar="", help="No progress bars.")])
     )
     added.append(
         inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
-            bool, typer.Option(help="Replace the earlier run in --out (a folder transferkit did not write is "
+            bool, typer.Option(
+        metavar="", help="Replace the earlier run in --out (a folder transferkit did not write is "
                                "never replaced).")])
     )
     own = [p for p in own if p.name not in ("quiet", "overwrite")]
@@ -141,18 +145,19 @@ def fit(
     lr: Annotated[float | None, typer.Option(help="finetune: peak learning rate of the head.")] = None,
     lp_ft: Annotated[bool | None, typer.Option(
             "--lp-ft/--no-lp-ft",
+            metavar="",
             help="finetune: start from the linear probe's head and keep the probe unless fine-tuning beats it on "
             "validation (default on); --no-lp-ft starts from a random head.",
         ),] = None,
     option: Annotated[
         list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from OUT/checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option(metavar="", help="Continue an interrupted run from OUT/checkpoint.")] = False,
     seeds: Annotated[
         int, typer.Option(help="With --strategy auto: seeds per rung (--seed, --seed + 1, ...).")
     ] = 3,
     budget: Annotated[str, typer.Option(help="With --strategy auto: time budget, e.g. 10m.")] = "10m",
-    scratch: Annotated[bool, typer.Option(help="Also train the from-scratch control.")] = True,
+    scratch: Annotated[bool, typer.Option(metavar="", help="Also train the from-scratch control.")] = True,
     scratch_budget: Annotated[
         str,
         typer.Option(
@@ -160,7 +165,7 @@ def fit(
             "fixed: its own 40-epoch schedule; matched: the seconds the transfer run cost on this machine."
         ),
     ] = "work",
-    cache: Annotated[bool, typer.Option(help="Use the on-disk feature cache.")] = True,
+    cache: Annotated[bool, typer.Option(metavar="", help="Use the on-disk feature cache.")] = True,
     *,
     reading: DataSpec,
     split: SplitSpec,
@@ -290,7 +295,8 @@ def distill(
     unlabelled_column: Annotated[str | None, typer.Option(help="Text/image column of the unlabelled file.")] = None,
     teacher_strategy: Annotated[str, typer.Option(help="How a teacher spec is trained.")] = "linear-probe",
     sweep: Annotated[
-        bool, typer.Option(help="Try T in 1,2,4,8 x alpha in 0.5,0.9 per seed; keep the best on validation.")
+        bool, typer.Option(
+        metavar="", help="Try T in 1,2,4,8 x alpha in 0.5,0.9 per seed; keep the best on validation.")
     ] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-distill).")] = None,
     *,
@@ -407,7 +413,8 @@ def rank(
         ),
     ] = None,
     by: Annotated[str, typer.Option(help="Score that picks the recommendation: logme, leep, nce or hscore.")] = "logme",
-    controls: Annotated[bool, typer.Option(help="Add a random-init control, which should rank last.")] = True,
+    controls: Annotated[bool, typer.Option(
+        metavar="", help="Add a random-init control, which should rank last.")] = True,
     max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 500,
     out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / rank.md.")] = None,
     *,
@@ -486,7 +493,7 @@ def predict(
     text_column: Annotated[str | None, typer.Option(help="Input column of --file.")] = None,
     label_column: Annotated[str, typer.Option(help="Label column of --file, if any.")] = "label",
     encoding: Annotated[str, typer.Option(help="Encoding of --file.")] = "utf-8",
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line.")] = False,
 ) -> None:
     """Label + probability for each input with a saved model."""
     from .core.export import load
