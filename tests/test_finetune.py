@@ -334,3 +334,14 @@ def test_a_damaged_checkpoint_is_one_sentence(tmp_path, name, keep):
     (ck / name).write_bytes(data[:keep])
     with pytest.raises(TransferkitError, match=r"checkpoint in .* is damaged"):
         _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, resume=True)
+
+
+def test_a_kill_while_writing_a_checkpoint_leaves_nothing_behind_after_resume(tmp_path):
+    ck = tmp_path / "checkpoint"
+    _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, stop_after=1)
+    (tmp_path / ".checkpoint.tmp-abc").mkdir()  # a half-written checkpoint of a killed run
+    (tmp_path / ".checkpoint.tmp-abc" / "model.safetensors").write_bytes(b"half")
+    ck.rename(tmp_path / ".checkpoint.old")  # killed between moving the last good one aside and the new one in
+    _, resumed = _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, resume=True)
+    assert resumed.info["resumed_from_epoch"] == 1  # the last good checkpoint was put back and continued
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]

@@ -24,6 +24,30 @@ def user_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
+def remove_stale_temps(target: Path) -> None:
+    """Remove the temp folders/files an interrupted write of ``target`` left beside it (``.<name>.tmp-*``, and
+    ``.<name>.old`` once ``target`` exists: with no ``target`` it is the last good copy, see ``recover``); only
+    transferkit makes names like these, and only one run writes a folder at a time."""
+    import shutil
+
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    for p in parent.glob(f".{target.name}.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    old = parent / f".{target.name}.old"
+    if old.is_dir() and target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover(target: Path) -> None:
+    """Put back the last good copy of ``target`` when a run was killed between moving it aside and moving the new
+    one in."""
+    old = target.parent / f".{target.name}.old"
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a temp file in ``path``'s folder, then rename it over ``path``: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._files import user_mode
+from .._files import remove_stale_temps, user_mode
 from .._version import __version__
 from ..backbones import create_backbone
 from ..backbones.base import preprocess_from_dict
@@ -56,6 +56,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         "classes": model.classes,
         **(extra or {}),
     }
+    remove_stale_temps(path)  # what a killed run left half-written
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     os.chmod(tmp, user_mode(directory=True))  # mkdtemp makes it 0700
     try:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._files import user_mode
+from .._files import recover, remove_stale_temps, user_mode
 from ..errors import TransferkitError
 from .progress import progress_bar
 
@@ -212,6 +212,8 @@ class Trainer:
         result = TrainResult()
         best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         start_epoch = 0
+        if resume and self.checkpoint_dir is not None:
+            recover(self.checkpoint_dir)
         if resume and self.checkpoint_dir is not None and (self.checkpoint_dir / "trainer.json").is_file():
             start_epoch, best_state = self._load_checkpoint(opt, sched, gen, result)
             result.resumed_from = start_epoch
@@ -291,6 +293,7 @@ class Trainer:
         assert self.checkpoint_dir is not None
         target = self.checkpoint_dir
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(target)  # what a killed run left half-written
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         os.chmod(tmp, user_mode(directory=True))  # mkdtemp makes it 0700
         try:
