@@ -211,7 +211,7 @@ def _rows() -> list[BackboneInfo]:
     return [BackboneInfo(f"pack:{name}", p.modality, p.installed(), p.status()) for name, p in PACKS.items()]
 
 
-@register_source("pack", SourceInfo(rows=_rows, list_order=0))
+@register_source("pack", SourceInfo(rows=_rows, list_order=0, identity=weights_identity))
 def create_pack_backbone(name: str, options: dict[str, str]) -> Backbone:
     """Build ``pack:<name>`` from its installed package, or say which package to install."""
     if name not in PACKS:

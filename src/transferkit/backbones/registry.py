@@ -32,6 +32,9 @@ class SourceInfo:
     folder_order: int = 0
     list_order: int = 50
     """Where the source's rows come in the listing (offline packs first)."""
+    identity: Callable[[str], str | None] | None = None
+    """Who a name's weights are, without loading them (None for a name whose build cannot be deferred): a source
+    that has it may hand back a deferred backbone (``create_backbone(defer_in=...)``)."""
 
 
 SOURCE_INFO: dict[str, SourceInfo] = {}
@@ -132,12 +135,10 @@ def _deferred_or_built(spec: str, cache_dir: Path) -> Backbone:
     from .._files import merge_json, read_json_dict
     from .._version import __version__
 
+    _load_sources()
     source, _, name = spec.partition(":")
-    if source != "pack" or "?" in spec:
-        return create_backbone(spec)
-    from .packs import weights_identity
-
-    ident = weights_identity(name)
+    info = SOURCE_INFO.get(source)
+    ident = info.identity(name) if info is not None and info.identity is not None and "?" not in spec else None
     if ident is None:
         return create_backbone(spec)
     key = hashlib.sha256(
@@ -145,17 +146,29 @@ def _deferred_or_built(spec: str, cache_dir: Path) -> Backbone:
     ).hexdigest()[:24]
     store = cache_dir / DESCRIPTIONS
     desc = read_json_dict(store).get(key)
-    if isinstance(desc, dict) and desc.get("spec") == spec and desc.get("class") == "TimmBackbone":
-        from .timm_source import TimmBackbone
-
+    kinds = {cls.__name__: cls for cls in _deferrable()}
+    if isinstance(desc, dict) and desc.get("spec") == spec and desc.get("class") in kinds:
         try:
-            return TimmBackbone.deferred(spec, desc, lambda: create_backbone(spec))
+            return kinds[desc["class"]].deferred(spec, desc, lambda: create_backbone(spec))
         except (KeyError, TypeError, ValueError):
             pass  # an unreadable description: build, and describe it again
     backbone = create_backbone(spec)
     with contextlib.suppress(OSError):  # a description not kept only means the next run builds again
         merge_json(store, key, {"spec": spec, "class": type(backbone).__name__, **backbone.describe()}, indent=1)
     return backbone
+
+
+def _deferrable() -> list[type[Backbone]]:
+    """Backbone classes that can stand in for themselves from a description (they name their ``_deferred``)."""
+    from .base import Backbone
+
+    found, todo = [], [Backbone]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub._deferred:
+                found.append(sub)
+    return found
 
 
 def _load_sources() -> None:

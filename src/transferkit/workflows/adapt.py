@@ -33,13 +33,13 @@ from ..methods.adaptation import (
 )
 from ..methods.selection import SELECTIONS, importance_weights
 from ..methods.shift import shift_diagnostic
-from .report import Column, ResultTable, decimal, percent, percent_ci
+from .report import Column, ResultTable, Tabulated, decimal, percent, percent_ci
 
 RECOMMEND = ("reverse", "criterion")
 
 
 @dataclass
-class AdaptResult:
+class AdaptResult(Tabulated):
     """Diagnostic, per-seed chosen checkpoints and predictions, and (with target labels) target accuracy."""
 
     source: str
@@ -149,9 +149,6 @@ class AdaptResult:
             table.add(r["method"], r["source_test_accuracy"], *target, crit, percent(r["reverse_accuracy"]) + wins,
                       r["chosen"][0])
         return table
-
-    def table(self) -> str:
-        return self.result_table().markdown()
 
     def to_dict(self) -> dict[str, Any]:
         return {

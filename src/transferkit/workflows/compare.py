@@ -22,13 +22,13 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
-from .report import Column, ResultTable, count, percent_ci, seconds
+from .report import Column, ResultTable, Tabulated, count, percent_ci, seconds
 
 SCRATCH = "scratch"
 
 
 @dataclass
-class CompareResult:
+class CompareResult(Tabulated):
     """Per-seed runs, mean and 95% CI per model, and a paired verdict of each strategy against scratch."""
 
     runs: list[dict[str, Any]]
@@ -63,10 +63,6 @@ class CompareResult:
         for r in self.summary():
             table.add(r["model"], r["accuracy"], r["macro_f1"], r["wall_s"], r["trainable_parameters"])
         return table
-
-    def table(self) -> str:
-        """The comparison as a markdown table."""
-        return self.result_table().markdown()
 
     def verdict_lines(self) -> list[str]:
         return [f"{name}: {v.text}" for name, v in self.verdicts.items()]

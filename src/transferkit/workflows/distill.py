@@ -19,14 +19,14 @@ from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 from ..strategies import STRATEGIES, make_config
-from .report import Column, ResultTable, count, decimal, percent_ci
+from .report import Column, ResultTable, Tabulated, count, decimal, percent_ci
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.5, 0.9)
 
 
 @dataclass
-class DistillResult:
+class DistillResult(Tabulated):
     """Per-seed runs of teacher, hard-label student and distilled student, and their summary."""
 
     data: str
@@ -79,9 +79,6 @@ class DistillResult:
             table.add(r["role"], (r["accuracy"], r["low"], r["high"]), r.get("parameters"), r.get("fp32_mb"),
                       r.get("samples_s"))
         return table
-
-    def table(self) -> str:
-        return self.result_table().markdown()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -27,13 +27,13 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
-from .report import Column, ResultTable, count, percent, seconds
+from .report import Column, ResultTable, Tabulated, count, percent, seconds
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
 
 @dataclass
-class FitResult:
+class FitResult(Tabulated):
     """What ``fit`` returns: the trained model, test metrics of transfer and scratch, and the run record."""
 
     model: TransferModel
@@ -51,10 +51,6 @@ class FitResult:
         for r in self.rows:
             table.add(r["name"], r["accuracy"], r["macro_f1"], r["wall_s"], r["trainable_parameters"])
         return table
-
-    def table(self) -> str:
-        """The comparison as a markdown table."""
-        return self.result_table().markdown()
 
 
 MODEL_COLUMNS = (

@@ -18,7 +18,7 @@ from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
-from .report import Column, ResultTable, decimal, seconds
+from .report import Column, ResultTable, Tabulated, decimal, seconds
 
 _METRIC_NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
 
@@ -44,7 +44,7 @@ class RankRow:
 
 
 @dataclass
-class RankResult:
+class RankResult(Tabulated):
     """Candidates sorted by ``by`` (best first), the recommended backbone, and warnings in plain words."""
 
     data: str
@@ -74,10 +74,6 @@ class RankResult:
             table.add(str(i), r.spec + (" (control)" if r.control else ""), *(r.scores.get(m) for m in METRICS),
                       r.extract_s, r.score_s, r.note)
         return table
-
-    def table(self) -> str:
-        """The ranking as a markdown table."""
-        return self.result_table().markdown()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -81,5 +81,16 @@ class ResultTable:
         return table
 
 
+class Tabulated:
+    """A workflow's result: it builds its ``result_table()`` once; ``table()`` is that table as markdown."""
+
+    def result_table(self) -> ResultTable:  # pragma: no cover - every result defines it
+        raise NotImplementedError
+
+    def table(self) -> str:
+        """The result table as markdown (``report.md``)."""
+        return self.result_table().markdown()
+
+
 def _cell(column: Column, value: Any) -> str:
     return "n/a" if value is None else value if isinstance(value, str) else column.fmt(value)
