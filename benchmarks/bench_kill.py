@@ -36,12 +36,28 @@ def _metrics(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())["metrics"]["transfer"]
 
 
+def _sleep(fraction: float, full_s: float) -> str:
+    time.sleep(fraction * full_s)
+    return f"{fraction:.0%} of {full_s:.0f} s"
+
+
+def _wait_for_save(proc: subprocess.Popen, out: Path) -> str:
+    """Return as soon as the final model's temp folder exists (polled every millisecond)."""
+    while proc.poll() is None:
+        if out.is_dir() and any(p.name.startswith(".model.tmp") for p in out.iterdir()):
+            return "inside the final save (model temp folder present)"
+        time.sleep(0.001)
+    return "inside the final save: missed"
+
+
 def main() -> None:
     from bench_process import write_folder
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-class", type=int, default=10)
-    ap.add_argument("--points", default="0.15,0.35,0.55,0.75,0.95", help="kill times as fractions of a full run")
+    ap.add_argument("--points", default="0.15,0.35,0.55,0.75,0.95,save",
+                    help="kill times as fractions of a full run; `save`: the moment the final model's temp folder "
+                    "appears (a kill inside the save itself)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -57,10 +73,10 @@ def main() -> None:
         print("| killed at | what the killed run had left | resumed: equal metrics | model loads | leftovers |")
         print("|---|---|---|---|---|")
         ok = True
-        for point in (float(p) for p in args.points.split(",")):
-            out = root / f"kill-{point:.2f}"
+        for point in args.points.split(","):
+            out = root / f"kill-{point}"
             proc = subprocess.Popen(_cmd(folder, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(point * full_s)
+            when = _wait_for_save(proc, out) if point == "save" else _sleep(float(point), full_s)
             finished = proc.poll() is not None
             if not finished:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -73,7 +89,7 @@ def main() -> None:
             loads = subprocess.run(predict, env=env, capture_output=True).returncode == 0
             junk = _leftovers(out)
             ok &= equal and loads and not junk
-            print(f"| {point:.0%} of {full_s:.0f} s{' (it had finished)' if finished else ''} | "
+            print(f"| {when}{' (it had finished)' if finished else ''} | "
                   f"{', '.join(left) or 'nothing'} | {'yes' if equal else 'NO: ' + done.stderr.strip()[-200:]} | "
                   f"{'yes' if loads else 'NO'} | {', '.join(junk) or 'none'} |")
         print(f"\nall resumed runs equal to the uninterrupted one, loadable and clean: {'yes' if ok else 'NO'}")

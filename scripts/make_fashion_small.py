@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferkit.data.builtin import FASHION_DIR, _fashion_load
+from transferkit.data.builtin import FASHION_CLASSES, FASHION_DIR, _fashion_load
 
 OUT = Path(__file__).resolve().parents[1] / "src/transferkit/data/embedded/fashion-mnist-small.npz"
 
@@ -24,7 +24,9 @@ def main() -> None:
             idx += list(np.sort(rng.choice(members, n, replace=False)))
             parts += [part] * n
     idx = np.array(idx)
-    np.savez_compressed(OUT, images=np.asarray(ds.items)[idx], labels=y[idx].astype(np.uint8), split=np.array(parts))
+    # labels as Fashion-MNIST numbers them (FASHION_CLASSES), not as ds.targets does (sorted names)
+    labels = np.array([FASHION_CLASSES.index(ds.labels[i]) for i in idx], dtype=np.uint8)
+    np.savez_compressed(OUT, images=np.asarray(ds.items)[idx], labels=labels, split=np.array(parts))
     print(f"wrote {OUT} ({len(idx)} images)")
 
 

@@ -269,9 +269,42 @@ def test_bad_data_options_fail_before_any_work(command, args, match, image_data,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("command", ["fit", "compare", "distill", "adapt", "rank", "predict"])
+@pytest.mark.parametrize("command", ["fit", "compare", "distill", "adapt", "rank", "predict", None])
 def test_help_shows_no_type_on_plain_flags(command):
-    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
-    assert result.exit_code == 0 and ("--quiet" in result.output or command == "predict")
-    # typer's own --help row keeps its <bool>; every flag of ours shows none
-    assert not [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]
+    result = runner.invoke(app, [*([command] if command else []), "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and ("--quiet" in result.output or command in ("predict", None))
+    assert "--help" in result.output and "<bool>" not in result.output
+
+
+@pytest.fixture(scope="module")
+def duplicated_csv(tmp_path_factory) -> Path:
+    """24 distinct texts, three of them twice more: six duplicate rows."""
+    from .conftest import make_texts
+
+    texts, labels = make_texts(12)
+    rows = [{"text": t, "label": lab} for t, lab in zip(texts, labels, strict=True)]
+    return write_csv(tmp_path_factory.mktemp("dups") / "dups.csv", rows + rows[:3] + rows[:3])
+
+
+@pytest.mark.parametrize("command", ["fit", "compare", "distill", "adapt", "rank"])
+def test_every_command_says_how_many_duplicates_it_left_out(command, duplicated_csv, bert_dir, tmp_path):
+    out = tmp_path / "out"
+    spec = f"hf:{bert_dir}"
+    extra = {
+        "fit": ["--backbone", spec, "--no-scratch"],
+        "compare": ["--backbone", spec, "--strategies", "linear-probe", "--seeds", "1"],
+        "distill": ["--teacher", spec, "--student", spec, "--seeds", "1", "--epochs", "1"],
+        "adapt": ["--backbone", spec, "--seeds", "1", "--epochs", "1", "--method", "coral"],
+        "rank": ["--backbones", spec, "--no-controls"],
+    }[command]
+    data = ["--source", duplicated_csv, "--target", duplicated_csv] if command == "adapt" else [duplicated_csv]
+    result = invoke(command, *data, *extra, "--quiet", "--out", out)
+    assert result.exit_code == 0, (result.output, result.exception)
+    said = "6 duplicate item(s) were left out before splitting"
+    assert said in result.output and said in (out / "report.md").read_text()
+    name = {"fit": "run", "compare": "compare"}.get(command, command)
+    record = json.loads((out / f"{name}.json").read_text())
+    if command == "rank":
+        assert any(said in w for w in record["warnings"])
+    else:
+        assert (record["data"]["duplicates"] if command == "fit" else record["duplicates"]) == 6

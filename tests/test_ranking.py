@@ -88,7 +88,7 @@ def test_rank_scores_every_candidate_on_the_training_split(timm_dir: Path, image
     assert set(res.indices) <= set(splits.train.tolist()) and res.n_samples == len(splits.train)
     saved = json.loads((tmp_path / "rank.json").read_text())
     assert saved["recommended"] == res.recommended and len(saved["rows"]) == 3
-    assert "Recommended" in (tmp_path / "rank.md").read_text()
+    assert "Recommended" in (tmp_path / "report.md").read_text()
 
 
 def test_rank_reports_unusable_candidates_and_bad_options(timm_dir: Path, bert_dir: Path, image_folder: Path) -> None:

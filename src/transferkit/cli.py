@@ -14,7 +14,25 @@ from .data.spec import DataSpec, SplitSpec
 from .errors import TransferkitError
 from .methods.adaptation import ADAPTING
 
+
+def _plain_help(cls: type) -> type:
+    """``cls`` whose ``--help`` row shows no ``<bool>``, like every other flag here."""
+
+    class Plain(cls):  # type: ignore[misc, valid-type]
+        def get_help_option(self, ctx: Any) -> Any:
+            option = super().get_help_option(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+    Plain.__name__ = f"Plain{cls.__name__}"
+    return Plain
+
+
+_Command = _plain_help(typer.core.TyperCommand)
+
 app = typer.Typer(
+    cls=_plain_help(typer.core.TyperGroup),
     add_completion=False,
     no_args_is_help=True,
     help="Transfer learning on your own images and texts, compared honestly with scratch.",
@@ -24,6 +42,10 @@ app = typer.Typer(
 def _fail(err: Exception) -> None:
     typer.echo(f"error: {err}", err=True)
     raise typer.Exit(2)
+
+
+def _report_path(out: Path) -> None:
+    typer.echo(f"report: {out / 'report.html'} (and report.md)")
 
 
 def _out(out: Path | None, default: Path, overwrite: bool = False, resume: bool = False) -> Path:
@@ -94,7 +116,7 @@ def data_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-@app.command()
+@app.command(cls=_Command)
 def backbones() -> None:
     """List the backbones usable here, and why the others are not."""
     from rich.table import Table
@@ -110,7 +132,7 @@ def backbones() -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 def datasets() -> None:
     """List the built-in datasets, whether each is installed, and how to install it."""
     from rich.table import Table
@@ -126,7 +148,7 @@ def datasets() -> None:
     console.print(table)
 
 
-@app.command()
+@app.command(cls=_Command)
 @data_options
 def fit(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
@@ -153,6 +175,9 @@ def fit(
         list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(metavar="", help="Continue an interrupted run from OUT/checkpoint.")] = False,
+    calibrate: Annotated[bool, typer.Option(
+        metavar="", help="Fit a temperature on validation so probabilities match accuracy (saved with the model).",
+    )] = False,
     seeds: Annotated[
         int, typer.Option(help="With --strategy auto: seeds per rung (--seed, --seed + 1, ...).")
     ] = 3,
@@ -193,6 +218,7 @@ def fit(
             **split.kwargs(),
             progress=not quiet,
             resume=resume,
+            calibrate=calibrate,
             top_k=top_k,
             seeds=seeds,
             budget=budget,
@@ -207,10 +233,11 @@ def fit(
         print_compare(result.compare)
     else:
         print_result(result)
-    typer.echo(f"saved model to {result.out / 'model'} (report: {result.out / 'report.md'})")
+    typer.echo(f"saved model to {result.out / 'model'}")
+    _report_path(result.out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @data_options
 def compare(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
@@ -260,7 +287,7 @@ def compare(
             backbone,
             names,
             seeds,
-            out=_out(out, Path("runs") / f"{name}-compare", overwrite),
+            out=(target := _out(out, Path("runs") / f"{name}-compare", overwrite)),
             overwrite=overwrite,
             options=per_strategy,
             **reading.kwargs(),
@@ -273,9 +300,10 @@ def compare(
         _fail(e)
         return
     print_compare(res)
+    _report_path(target)
 
 
-@app.command()
+@app.command(cls=_Command)
 @data_options
 def distill(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
@@ -333,10 +361,11 @@ def distill(
         _fail(e)
         return
     print_distill(res)
-    typer.echo(f"saved the distilled student to {res.out / 'model'} (report: {res.out / 'report.md'})")
+    typer.echo(f"saved the distilled student to {res.out / 'model'}")
+    _report_path(res.out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @data_options
 def adapt(
     source: Annotated[str, typer.Option(help="Labelled source data: image folder, CSV/JSONL file or built-in name.")],
@@ -398,10 +427,11 @@ def adapt(
         _fail(e)
         return
     print_adapt(res)
-    typer.echo(f"saved the {res.recommended()} model to {res.out / 'model'} (report: {res.out / 'report.md'})")
+    typer.echo(f"saved the {res.recommended()} model to {res.out / 'model'}")
+    _report_path(res.out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @data_options
 def rank(
     data: Annotated[str, typer.Argument(help="Image folder, CSV/JSONL file, or built-in dataset name.")],
@@ -416,7 +446,7 @@ def rank(
     controls: Annotated[bool, typer.Option(
         metavar="", help="Add a random-init control, which should rank last.")] = True,
     max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 500,
-    out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / rank.md.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / report.md.")] = None,
     *,
     reading: DataSpec,
     split: SplitSpec,
@@ -438,13 +468,14 @@ def rank(
             **reading.kwargs(),
             **split.kwargs(),
             progress=not quiet,
-            out=_out(out, Path("runs") / f"{name}-rank", overwrite),
+            out=(target := _out(out, Path("runs") / f"{name}-rank", overwrite)),
             overwrite=overwrite,
         )
     except TransferkitError as e:
         _fail(e)
         return
     print_rank(res)
+    _report_path(target)
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -485,7 +516,7 @@ def _collect_inputs(
     return items, items, None
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A saved model folder (e.g. runs/photos/model).")],
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files/folders, or texts.")] = None,
@@ -526,3 +557,21 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@app.command(cls=_Command)
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (the --out of fit, compare, rank, distill or adapt).")],
+) -> None:
+    """Rebuild RUN_DIR/report.html from the run record in it."""
+    from .workflows.html import write_html
+
+    try:
+        path = write_html(run_dir)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    except OSError as e:
+        _fail(TransferkitError(f"{run_dir}/report.html cannot be written ({e.strerror or e})."))
+        return
+    typer.echo(f"report: {path}")

@@ -23,6 +23,64 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     return {"accuracy": float((t == p).mean()), "macro_f1": float(f1.mean())}
 
 
+def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, list[float]]:
+    """Precision, recall, F1 and support of every class, and the confusion matrix (rows: true, columns: predicted)."""
+    t = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(y_pred, dtype=np.int64)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (t, p), 1)
+    tp = np.diag(confusion).astype(float)
+    support, predicted = confusion.sum(1).astype(float), confusion.sum(0).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros(num_classes), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(num_classes), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(num_classes), where=denom > 0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "support": support.astype(int).tolist(), "confusion": confusion.tolist()}
+
+
+def calibration(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> dict[str, object]:
+    """Expected calibration error (top-label, ``bins`` equal-width confidence bins) and the reliability diagram's
+    bins: items, mean confidence and accuracy of each non-empty bin."""
+    proba = np.asarray(proba, dtype=np.float64)
+    conf, correct = proba.max(1), (proba.argmax(1) == np.asarray(y_true)).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            c, a = float(conf[members].mean()), float(correct[members].mean())
+            ece += members.mean() * abs(a - c)
+            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "items": int(members.sum()),
+                         "confidence": c, "accuracy": a})
+    return {"ece": float(ece), "bins": rows}
+
+
+def fit_temperature(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The temperature T that minimises the negative log-likelihood of ``softmax(log(proba) / T)`` (temperature
+    scaling, Guo et al. 2017), searched on a log grid then refined; fitted on validation data."""
+    from scipy.optimize import minimize_scalar
+
+    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0))
+    y = np.asarray(y_true, dtype=np.int64)
+
+    def nll(log_t: float) -> float:
+        z = logp / math.exp(log_t)
+        z = z - z.max(1, keepdims=True)
+        return float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+
+    res = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    return float(math.exp(res.x))
+
+
+def scale_temperature(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log(proba) / T)``: the probabilities a temperature-scaled model gives."""
+    z = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)) / temperature
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): Student-t interval of the mean over seeds; a single value has a zero-width interval."""
     v = np.asarray(values, dtype=float)

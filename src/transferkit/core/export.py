@@ -6,6 +6,7 @@ Loading never unpickles: weights come from safetensors, everything else from JSO
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         "preprocess": bb.preprocess.to_dict(),
         "head": head_config(model.head),
         "classes": model.classes,
+        "temperature": float(model.temperature),
         **(extra or {}),
     }
     remove_stale_temps(path)  # what a killed run left half-written
@@ -125,7 +127,9 @@ def load(path: str | Path) -> TransferModel:
         want = {k: v for k, v in backbone.state_dict().items() if "lora_" in k}
         backbone.load_state_dict(_tensors(path / "adapter.safetensors", want), strict=False)
         backbone.mark_changed(full=False)
-    return TransferModel(backbone, head, cfg["classes"]).eval()
+    model = TransferModel(backbone, head, cfg["classes"]).eval()
+    model.temperature = float(cfg.get("temperature", 1.0))
+    return model
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -169,6 +173,9 @@ def _read_config(path: Path) -> dict[str, Any]:
         raise bad("its classes are not a list of distinct names")
     if len(classes) != h["num_classes"]:
         raise bad(f"it names {len(classes)} classes but its head has {h['num_classes']} outputs")
+    t = cfg.get("temperature", 1.0)
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+        raise bad(f"its temperature ({t!r}) is not a positive number")
     return cfg
 
 

@@ -20,6 +20,9 @@ class HeadFit:
     head: nn.Module
     chosen: dict[str, float] = field(default_factory=dict)
     val_accuracy: float = float("nan")
+    val_logits: np.ndarray | None = None
+    """The chosen head's validation logits before any refit on train + val: held-out, so a temperature may be fitted
+    on them."""
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -130,6 +133,7 @@ def fit_linear_probe(
     accs = [_accuracy((xv @ w + b).numpy(), y_val) for w, b in path]
     best = int(np.argmax(accs))
     w, b = path[best]
+    val_logits = (xv @ w + b).numpy()
     if refit_on_val:
         x_all = np.concatenate([x_train, x_val])
         mean, std = _moments(x_all)
@@ -141,7 +145,7 @@ def fit_linear_probe(
     with torch.no_grad():
         head.weight.copy_(w_folded.float())
         head.bias.copy_((b - w_folded @ torch.from_numpy(mean).double()).float())
-    return HeadFit(head, {"C": grid[best]}, accs[best])
+    return HeadFit(head, {"C": grid[best]}, accs[best], val_logits)
 
 
 def fold_standardisation(first: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -198,5 +202,7 @@ def fit_mlp_head(
         elif epoch - best[1] >= patience:
             break
     mlp.load_state_dict(best[2])
+    with torch.no_grad():
+        val_logits = mlp.eval()(xv).numpy()
     fold_standardisation(mlp[0], mean, std)
-    return HeadFit(mlp.eval(), {"epochs": float(best[1] + 1), "hidden": float(hidden)}, best[0])
+    return HeadFit(mlp.eval(), {"epochs": float(best[1] + 1), "hidden": float(hidden)}, best[0], val_logits)

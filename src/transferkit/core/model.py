@@ -60,6 +60,8 @@ class TransferModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.classes = list(classes)
+        self.temperature = 1.0
+        """Logits are divided by it in ``predict_proba`` (temperature scaling; 1: none)."""
 
     def forward_features(self, batch: Any) -> torch.Tensor:
         return self.backbone(batch)
@@ -98,7 +100,8 @@ class TransferModel(nn.Module):
         device = next(self.parameters()).device
         for start in range(0, len(items), batch_size):
             batch = self.backbone.prepare(items[start : start + batch_size])
-            out.append(torch.softmax(self(self.backbone.to_device(batch, device)).float(), -1).cpu().numpy())
+            logits = self(self.backbone.to_device(batch, device)).float() / self.temperature
+            out.append(torch.softmax(logits, -1).cpu().numpy())
         return np.concatenate(out)
 
     def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[Prediction]:

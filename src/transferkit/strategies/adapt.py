@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from ..backbones.base import Backbone
 from ..core.config import validate_config
 from ..core.model import TransferModel
@@ -80,7 +82,9 @@ class Adapt:
                              len(ds.classes), select=config.select, settings=settings, seed=ctx.seed, source_only=base,
                              reverse=False)
         head = to_head(trial, settings)  # the model is for the target; the test split is the source's
-        test_pred = predict_logits(to_head(trial, settings, domain="source"), x["test"]).argmax(1)
+        logits = predict_logits(to_head(trial, settings, domain="source"), x["test"])
+        test_proba = np.exp(logits - logits.max(1, keepdims=True))
+        test_proba /= test_proba.sum(1, keepdims=True)
         info = {**trial.describe(), "select": config.select, "val_accuracy": trial.source_val_accuracy,
                 "target_items": len(items), "test_split": "source (the saved model is for the target)",
                 "trainable_parameters": sum(p.numel() for p in head.parameters()),
@@ -88,7 +92,7 @@ class Adapt:
                 "work": {"forward": sum(len(getattr(splits, p)) for p in ("train", "val", "test")) + len(pool),
                          "train": 0}}
         timings = {"features_s": t1 - t0, "train_s": time.perf_counter() - t1}
-        return StrategyResult(TransferModel(backbone, head, ds.classes), test_pred, info, timings)
+        return StrategyResult(TransferModel(backbone, head, ds.classes), test_proba, info, timings)
 
 
 register_strategy(Adapt())

@@ -35,12 +35,19 @@ class RunContext:
 
 @dataclass
 class StrategyResult:
-    """A trained model plus its test-set predictions and what the strategy chose."""
+    """A trained model plus its test-set class probabilities and what the strategy chose."""
 
     model: TransferModel
-    test_pred: np.ndarray
+    test_proba: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    val_proba: np.ndarray | None = None
+    """Validation probabilities, where the strategy has them for free (else None: ``predict_proba`` gives them)."""
+
+    @property
+    def test_pred(self) -> np.ndarray:
+        """The predicted class of every test item."""
+        return np.asarray(self.test_proba).argmax(1)
 
 
 class Strategy(Protocol):
@@ -164,7 +171,7 @@ def train_and_predict(
     ``extra_items`` join the training items with label -1 (unlabelled; only a custom ``loss`` can use them).
     ``initial_val_accuracy`` makes the starting weights a candidate (see ``Trainer.fit``); ``before_test`` gets the
     ``TrainResult`` once every choice is made, before the test split is predicted.
-    Returns (test predictions, info for run.json incl. the learning curve, timings).
+    Returns (test class probabilities, info for run.json incl. the learning curve, timings).
     """
     import time
 
@@ -205,7 +212,7 @@ def train_and_predict(
         before_test(result)
     model.eval()
     t1 = time.perf_counter()
-    test_pred = np.asarray(model.predict_proba(ds.take(splits.test)).argmax(1))
+    test_proba = np.asarray(model.predict_proba(ds.take(splits.test)))
     info = {
         "best_epoch": result.best_epoch + 1,  # 0: the starting weights (see initial_val_accuracy)
         "val_accuracy": result.best_val_accuracy,
@@ -220,4 +227,4 @@ def train_and_predict(
             "train": len(result.history) * len(items),
         },
     }
-    return test_pred, info, {"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1}
+    return test_proba, info, {"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1}

@@ -150,7 +150,7 @@ class Distill:
             dev = logits.device
             return kd_loss(logits, soft_t[idx].to(dev), labels[idx].to(dev), config.temperature, config.alpha)
 
-        test_pred, info, timings = train_and_predict(
+        test_proba, info, timings = train_and_predict(
             model, groups, batcher, config, ds, splits, ctx, extra_items=extra, loss=loss
         )
         backbone.mark_changed()
@@ -163,7 +163,7 @@ class Distill:
             teacher_logits_s=stats.get("extract_s", 0.0),
         )
         timings["teacher_s"] = teacher_s
-        return StrategyResult(model=model, test_pred=test_pred, info=info, timings=timings)
+        return StrategyResult(model=model, test_proba=test_proba, info=info, timings=timings)
 
 
 register_strategy(Distill())

@@ -140,6 +140,8 @@ class Finetune:
         def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
             return backbone.prepare(items, augment=train and config.augment, generator=gen)
 
+        held_out: dict[str, np.ndarray] = {}  # the kept model's validation probabilities, where known
+
         def before_test(result: Any) -> None:
             """A fine-tune that did not clearly beat its probe on validation gives way to the probe, refit like
             linear-probe (on train + val), on the pretrained backbone."""
@@ -149,7 +151,8 @@ class Finetune:
             if result.best_epoch >= 0:
                 with torch.no_grad():
                     probe_right = probe.head(torch.from_numpy(feats["val"])).argmax(1).numpy() == y_val
-                ft_right = np.asarray(model.predict_proba(ds.take(splits.val))).argmax(1) == y_val
+                held_out["val"] = np.asarray(model.predict_proba(ds.take(splits.val)))
+                ft_right = held_out["val"].argmax(1) == y_val
                 only_ft, only_probe = int((ft_right & ~probe_right).sum()), int((probe_right & ~ft_right).sum())
                 info["val_paired"] = {"only_finetune_right": only_ft, "only_probe_right": only_probe}
                 if clearly_better(only_ft, only_probe, config.keep_margin):
@@ -165,12 +168,14 @@ class Finetune:
             refit = fit_linear_probe(feats["train"], y[splits.train], feats["val"], y_val, len(ds.classes))
             with torch.no_grad():
                 head.load_state_dict(refit.head.state_dict())
+            if refit.val_logits is not None:  # held out: before the refit on train + val
+                held_out["val"] = torch.from_numpy(refit.val_logits).softmax(1).numpy()
             info["kept"] = "linear-probe"
             info["kept_reason"] = (
                 f"{reason}; the saved model is the probe (refit on train + val), the backbone unchanged"
             )
 
-        test_pred, train_info, timings = train_and_predict(
+        test_proba, train_info, timings = train_and_predict(
             model,
             groups,
             batcher,
@@ -191,7 +196,8 @@ class Finetune:
         if probe is not None:  # the LP stage's extraction of train and val
             info["work"]["forward"] += len(splits.train) + len(splits.val)
         timings["lp_s"] = t_lp
-        return StrategyResult(model=model, test_pred=test_pred, info=info, timings=timings)
+        return StrategyResult(model=model, test_proba=test_proba, info=info, timings=timings,
+                              val_proba=held_out.get("val"))
 
     @staticmethod
     def _groups(

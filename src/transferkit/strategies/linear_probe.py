@@ -55,13 +55,14 @@ class LinearProbe:
             fit = fit_mlp_head(*args, hidden=config.mlp_hidden, seed=ctx.seed)
         t2 = time.perf_counter()
         with torch.no_grad():
-            test_pred = fit.head(torch.from_numpy(feats["test"])).argmax(1).numpy()
+            test_proba = fit.head(torch.from_numpy(feats["test"])).softmax(1).numpy()
+            val_proba = torch.from_numpy(fit.val_logits).softmax(1).numpy() if fit.val_logits is not None else None
         model = TransferModel(backbone, fit.head, ds.classes).eval()
         if backbone.is_built:  # a deferred backbone (all features cached) is built on the CPU when first used
             model.to(next(backbone.parameters()).device)
         return StrategyResult(
             model=model,
-            test_pred=test_pred,
+            test_proba=test_proba,
             info={
                 "head": config.head,
                 "chosen": fit.chosen,
@@ -73,6 +74,7 @@ class LinearProbe:
                 "work": {"forward": len(splits.train) + len(splits.val) + len(splits.test), "train": 0},
             },
             timings={"features_s": t1 - t0, "head_s": t2 - t1},
+            val_proba=val_proba,
         )
 
 

@@ -72,10 +72,10 @@ class Lora:
         def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
             return backbone.prepare(items, augment=False, generator=gen)
 
-        test_pred, info, timings = train_and_predict(model, groups, batcher, config, ds, splits, ctx)
+        test_proba, info, timings = train_and_predict(model, groups, batcher, config, ds, splits, ctx)
         backbone.mark_changed(full=False)
         info.update(target_modules=targets, adapter_parameters=sum(p.numel() for p in adapters))
-        return StrategyResult(model=model, test_pred=test_pred, info=info, timings=timings)
+        return StrategyResult(model=model, test_proba=test_proba, info=info, timings=timings)
 
 
 register_strategy(Lora())

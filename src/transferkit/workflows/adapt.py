@@ -33,7 +33,8 @@ from ..methods.adaptation import (
 )
 from ..methods.selection import SELECTIONS, importance_weights
 from ..methods.shift import shift_diagnostic
-from .report import Column, ResultTable, Tabulated, decimal, percent, percent_ci
+from .html import write_html
+from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, percent, percent_ci
 
 RECOMMEND = ("reverse", "criterion")
 
@@ -57,6 +58,14 @@ class AdaptResult(Tabulated):
     timings: dict[str, float] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
     out: Path | None = None
+    duplicates: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AdaptResult:
+        """The result as ``adapt.json`` keeps it (no model, no per-item predictions)."""
+        keys = ("source", "target", "backbone", "methods", "select", "classes", "recommend", "diagnostic", "runs")
+        return cls(*(record[k] for k in keys), target_accuracy=record["target_accuracy"], sizes=record["sizes"],
+                   timings=record["timings_s"], duplicates=record.get("duplicates", 0))
 
     @property
     def all_methods(self) -> list[str]:
@@ -156,7 +165,7 @@ class AdaptResult(Tabulated):
             "select": self.select, "classes": self.classes, "diagnostic": self.diagnostic, "runs": self.runs,
             "summary": self.summary(), "recommend": self.recommend, "recommended": self.recommended(),
             "recommendation": self.recommendation_reason(), "target_accuracy": self.target_accuracy,
-            "sizes": self.sizes, "timings_s": self.timings,
+            "sizes": self.sizes, "timings_s": self.timings, "duplicates": self.duplicates,
         }
 
 
@@ -257,6 +266,7 @@ def adapt(
     t0 = time.perf_counter()
     seed_list = list(range(split.seed, split.seed + seeds))
     splits = [split.make(ds, seed=s) for s in seed_list]
+    res.duplicates = splits[0].duplicates
     used = np.unique(np.concatenate([np.concatenate([sp.train, sp.val, sp.test]) for sp in splits]))
     feats = dict(cache_dir=cache, use_cache=use_cache, progress=progress)
     xs_all, _ = extract_features(bb, ds, used, description="source features", **feats)
@@ -344,11 +354,13 @@ def write_adapt(res: AdaptResult, out: Path) -> None:
         *[f"- {r['verdict']}" for r in res.summary() if "verdict" in r],
         f"- recommended without target labels: **{res.recommended()}** ({res.recommendation_reason()}); saved to "
         "`model/`",
+        *[f"- {line}" for line in duplicates_note(res.duplicates)],
         "",
     ]
     if not res.target_accuracy:
         text.insert(-1, "- no labelled target test data was given: target accuracy is unknown")
     (out / "report.md").write_text("\n".join(text))
+    write_html(out)
 
 
 def print_adapt(res: AdaptResult) -> None:
@@ -366,3 +378,5 @@ def print_adapt(res: AdaptResult) -> None:
     if not res.target_accuracy:
         console.print("No labelled target test data: target accuracy is unknown (pass --target-test to measure it).")
     console.print(f"Recommended without target labels: {res.recommended()} ({res.recommendation_reason()})")
+    for line in duplicates_note(res.duplicates):
+        console.print(line)

@@ -22,7 +22,9 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
-from .report import Column, ResultTable, Tabulated, count, percent_ci, seconds
+from .evidence import test_evidence
+from .html import write_html
+from .report import Column, ResultTable, Tabulated, count, duplicates_note, percent_ci, seconds
 
 SCRATCH = "scratch"
 
@@ -36,6 +38,18 @@ class CompareResult(Tabulated):
     best: str
     model: TransferModel | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    test: Any = field(default=None, repr=False)
+    """The saved model's (test indices, test probabilities): the first seed's."""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> CompareResult:
+        """The result as ``compare.json`` keeps it (no model)."""
+        from dataclasses import fields
+
+        names = [f.name for f in fields(Verdict)]
+        verdicts = {k: Verdict(**{n: v[n] for n in names}) for k, v in record["verdicts"].items()}
+        meta = {k: v for k, v in record.items() if k not in ("runs", "verdicts", "val_accuracy_mean", "best")}
+        return cls(record["runs"], verdicts, record["best"], None, meta)
 
     def summary(self) -> list[dict[str, Any]]:
         rows = []
@@ -261,6 +275,7 @@ def compare(
     configs = rung_configs(variants, options, common_options, plan_options)
     runs: list[dict[str, Any]] = []
     models: dict[str, TransferModel] = {}
+    first_proba: dict[str, Any] = {}  # the first seed's test probabilities: the saved model's evidence
     n_classes = len(ds.classes)
     for seed in seed_list:
         splits = split.make(ds, seed=seed)
@@ -289,10 +304,13 @@ def compare(
                     "val_accuracy": float(result.info.get("val_accuracy", float("nan"))),
                     "kept": result.info.get("kept", name),
                     "trainable_parameters": result.info.get("trainable_parameters", 0),
+                    "best_epoch": result.info.get("best_epoch"),
+                    "learning_curve": result.info.get("learning_curve"),
                 }
             )
             if seed == seed_list[0]:
                 models[label] = result.model
+                first_proba[label] = result.test_proba
         work = None if any(w is None for w in works) else max(works)
         control_config = budget_config(scratch_budget, work, max(costs))
         control = run_scratch(
@@ -337,8 +355,12 @@ def compare(
         "configs": {s: asdict(c) for s, c in configs.items()},
         "scratch_budget": scratch_budget,
         "auto_plan": notes,
+        "duplicates": splits.duplicates,  # the same for every seed: deduplication comes before splitting
+        "classes": ds.classes,
     }
-    res = CompareResult(runs, verdicts, best, models.get(best), meta)
+    test = (split.make(ds, seed=seed_list[0]).test, first_proba[best])
+    meta["test_evaluation"] = test_evidence(ds, *test, Path(out) if out is not None else None, seed_list[0])
+    res = CompareResult(runs, verdicts, best, models.get(best), meta, test)
     if out is not None:
         _write(res, Path(out))
     remember_images(verified, cache_dir, use_cache)
@@ -369,6 +391,7 @@ def report_lines(res: CompareResult, title: str = "transferkit compare") -> list
         f"- {res.scratch_line()}",
         *[f"- {line}" for line in res.choice_lines()],
         f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
+        *[f"- {line}" for line in duplicates_note(res.meta.get("duplicates", 0))],
         "",
     ]
 
@@ -379,6 +402,7 @@ def _write(res: CompareResult, out: Path) -> None:
         res.model.save(out / "model")
     (out / "compare.json").write_text(json.dumps(compare_record(res), indent=2, default=str))
     (out / "report.md").write_text("\n".join(report_lines(res)))
+    write_html(out)
 
 
 def print_compare(res: CompareResult) -> None:
@@ -386,5 +410,5 @@ def print_compare(res: CompareResult) -> None:
     for line in res.verdict_lines():
         out_console.print(line)
     out_console.print(res.scratch_line())
-    for line in res.choice_lines():
+    for line in res.choice_lines() + duplicates_note(res.meta.get("duplicates", 0)):
         out_console.print(line)

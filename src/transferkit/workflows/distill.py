@@ -19,7 +19,8 @@ from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 from ..strategies import STRATEGIES, make_config
-from .report import Column, ResultTable, Tabulated, count, decimal, percent_ci
+from .html import write_html
+from .report import Column, ResultTable, Tabulated, count, decimal, duplicates_note, percent_ci
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.5, 0.9)
@@ -37,6 +38,13 @@ class DistillResult(Tabulated):
     runs: list[dict[str, Any]] = field(default_factory=list)
     sizes: dict[str, dict[str, float]] = field(default_factory=dict)
     out: Path | None = None
+    duplicates: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DistillResult:
+        """The result as ``distill.json`` keeps it (no model)."""
+        return cls(record["data"], record["teacher"], record["student"], record["temperature"], record["alpha"],
+                   record["runs"], record["sizes"], duplicates=record.get("duplicates", 0))
 
     def accuracies(self, role: str) -> list[float]:
         return [r[role]["accuracy"] for r in self.runs]
@@ -84,7 +92,7 @@ class DistillResult(Tabulated):
         return {
             "data": self.data, "teacher": self.teacher, "student": self.student, "temperature": self.temperature,
             "alpha": self.alpha, "runs": self.runs, "sizes": self.sizes, "summary": self.summary(),
-            "verdict": self.verdict_line(), "retained": self.retained(),
+            "verdict": self.verdict_line(), "retained": self.retained(), "duplicates": self.duplicates,
         }
 
 
@@ -178,6 +186,7 @@ def distill(
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(first, first + seeds):
             splits = split.make(ds, seed=seed)
+            res.duplicates = splits.duplicates
             if is_saved:
                 teacher_dir = saved_teacher
                 tmodel = load(teacher_dir)
@@ -239,9 +248,11 @@ def write_distill(res: DistillResult, out: Path) -> None:
         res.verdict_line(),
         f"Accuracy retained (distilled student / teacher): {100 * res.retained():.1f} %.",
         *([res.swept()] if res.swept() else []),
+        *duplicates_note(res.duplicates),
         "",
     ]
     (out / "report.md").write_text("\n".join(text))
+    write_html(out)
 
 
 def print_distill(res: DistillResult) -> None:
@@ -252,3 +263,5 @@ def print_distill(res: DistillResult) -> None:
     console.print(f"Accuracy retained (distilled student / teacher): {res.retained():.1%}")
     if res.swept():
         console.print(res.swept())
+    for line in duplicates_note(res.duplicates):
+        console.print(line)

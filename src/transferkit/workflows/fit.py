@@ -27,7 +27,10 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, ControlResult, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
-from .report import Column, ResultTable, Tabulated, count, percent, seconds
+from .evidence import calibrate as calibrate_model
+from .evidence import test_evidence
+from .html import write_html
+from .report import Column, ResultTable, Tabulated, count, duplicates_note, percent, seconds
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -43,6 +46,14 @@ class FitResult(Tabulated):
     rows: list[dict[str, Any]] = field(default_factory=list)
     compare: Any = None
     """With ``strategy="auto"``: the ``CompareResult`` of the ladder (every rung x seed against scratch)."""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FitResult:
+        """The result as its ``run.json`` keeps it (no model): what ``transferkit report`` rebuilds a page from."""
+        from .compare import CompareResult
+
+        compare = CompareResult.from_record(record["compare"]) if "compare" in record else None
+        return cls(None, record["metrics"], record, None, record.get("results", []), compare)  # type: ignore[arg-type]
 
     def result_table(self) -> ResultTable:
         """The comparison on the test split: one row per model."""
@@ -85,6 +96,7 @@ def fit(
     top_k: int = 1,
     seeds: int = 3,
     budget: str | float = "10m",
+    calibrate: bool = False,
     **strategy_options: Any,
 ) -> FitResult:
     """Train ``strategy`` on ``backbone`` over ``data`` and compare it with a from-scratch control.
@@ -99,6 +111,9 @@ def fit(
     ``strategy="auto"`` runs the ladder rungs that fit ``budget`` (see ``transferkit.workflows.auto``), each over
     ``seeds`` seeds from ``seed`` on, against the control, and keeps the rung with the best mean validation
     accuracy; options go to every rung that has them (an option no rung has is an error).
+    ``calibrate`` fits a softmax temperature on the validation split and saves it with the model (its
+    probabilities then say how often it is right; its predicted classes are unchanged); the report shows the
+    expected calibration error on the test set before and after.
     With ``out``, the model is saved to ``out/model`` and the report to ``out/``; training strategies checkpoint
     every epoch to ``out/checkpoint`` and ``resume=True`` continues from there after an interruption (the
     checkpoint is removed once the run has finished).
@@ -133,6 +148,7 @@ def fit(
         return _fit_auto(
             ds, backbone, out=out, split=split, seeds=seeds, budget=budget, scratch_budget=scratch_budget,
             cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
+            calibrate=calibrate,
         )
     splits = split.make(ds)
     used = np.concatenate([splits.train, splits.val, splits.test])
@@ -218,8 +234,13 @@ def fit(
         ds, splits, spec, strategy, config, seed, metrics, result.info, result.timings, control, load_s, transfer_s
     )
     record["scratch_budget"] = {"mode": scratch_budget, "transfer_flops": work_all}
+    writes = out is not None and is_main_process()
+    temperature = calibrate_model(result.model, ds, splits.val, result.val_proba) if calibrate else None
+    record["test_evaluation"] = test_evidence(ds, splits.test, result.test_proba, Path(out) if writes else None, seed,
+                                              temperature)
     if ranking is not None:
         record["rank"] = {**ranking.to_dict(), "top_k": top_k, "val_accuracy": tried, "chosen": spec}
+    record["results"] = rows
     fit_result = FitResult(result.model, metrics, record, Path(out) if out else None, rows)
     if out is not None and is_main_process():  # under `accelerate launch`, one process writes
         write_run(fit_result, Path(out))
@@ -235,7 +256,7 @@ def _fit_auto(
     """The ladder through ``compare``, written as a fit: model, run.json (with the whole comparison), report.md."""
     from .compare import SCRATCH, compare, compare_record, report_lines
 
-    options = kw.pop("options")
+    options, calibrate = kw.pop("options"), kw.pop("calibrate")
     res = compare(ds, backbone, "auto", seeds, common_options=options or None, **split.kwargs(), **kw)
     seeds = list(range(split.seed, split.seed + seeds))
     first = [r for r in res.runs if r["seed"] == seeds[0]]
@@ -264,9 +285,14 @@ def _fit_auto(
         "seeds": seeds,
         "metrics": metrics,
         "compare": compare_record(res),
+        "test_evaluation": test_evidence(
+            ds, *res.test, Path(out) if out is not None and is_main_process() else None, seeds[0],
+            calibrate_model(res.model, ds, split.make(ds).val) if calibrate else None,
+        ),
         "environment": _environment(),
     }
     assert res.model is not None
+    record["results"] = rows
     result = FitResult(res.model, metrics, record, Path(out) if out else None, rows, compare=res)
     if out is not None and is_main_process():
         target = Path(out)
@@ -274,6 +300,7 @@ def _fit_auto(
         res.model.save(target / "model")
         (target / "run.json").write_text(json.dumps(record, indent=2, default=str))
         (target / "report.md").write_text("\n".join(report_lines(res, "transferkit fit --strategy auto")))
+        write_html(target)
     return result
 
 
@@ -369,14 +396,12 @@ def write_run(result: FitResult, out: Path) -> None:
         "",
     ]
     (out / "report.md").write_text("\n".join(text))
+    write_html(out)
 
 
 def notes(record: dict[str, Any]) -> list[str]:
     """Sentences the report adds below the verdict: a rung that gave way to a cheaper one, the control's budget."""
-    out = []
-    if record.get("data", {}).get("duplicates"):
-        out.append(f"{record['data']['duplicates']} duplicate item(s) were left out before splitting, so that no item "
-                   "is in two splits (--no-dedupe keeps them).")
+    out = duplicates_note(record.get("data", {}).get("duplicates", 0))
     info = record.get("strategy_info", {})
     if info.get("kept") == "linear-probe" and record.get("strategy") != "linear-probe":
         out.append(f"The {record['strategy']} run gave way to the linear probe: {info['kept_reason']}.")

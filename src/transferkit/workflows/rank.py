@@ -18,7 +18,8 @@ from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
-from .report import Column, ResultTable, Tabulated, decimal, seconds
+from .html import write_html
+from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, seconds
 
 _METRIC_NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
 
@@ -56,6 +57,13 @@ class RankResult(Tabulated):
     seed: int = 0
     indices: list[int] = field(default_factory=list)
     """Dataset rows scored: always a subset of the training split."""
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RankResult:
+        """The result as ``rank.json`` keeps it."""
+        rows = [RankRow(**r) for r in record["rows"]]
+        return cls(record["data"], record["n_samples"], record["by"], rows, record["recommended"],
+                   record["warnings"], record.get("seed", 0))
 
     def ordered(self, metric: str | None = None, controls: bool = True) -> list[str]:
         """Specs best-first by ``metric`` (default ``by``), candidates without that score left out."""
@@ -189,7 +197,7 @@ def rank(
     last. ``max_samples`` caps the samples scored (stratified, at least one per class; on Fashion-MNIST LogME's
     agreement with fine-tuned accuracy was similar from 250 to 2,000 scored images, see BENCHMARKS.md; with many
     classes, score more). With ``out``, writes ``rank.json``
-    and ``rank.md``.
+    and ``report.md``.
     """
     from ..backbones import create_backbone
     from ..backbones.registry import split_generic_options
@@ -253,7 +261,8 @@ def rank(
     pretrained = [r for r in rows if r.usable and not r.control and r.scores.get(by) is not None]
     if not pretrained:
         raise TransferkitError("Only random-init controls could be scored: there is no candidate to recommend.")
-    result = RankResult(ds.name, len(idx), by, rows, pretrained[0].spec, _warnings(rows, by), seed, idx.tolist())
+    warnings = _warnings(rows, by) + duplicates_note(splits.duplicates)
+    result = RankResult(ds.name, len(idx), by, rows, pretrained[0].spec, warnings, seed, idx.tolist())
     if out is not None:
         write_rank(result, Path(out))
     remember_images(verified, cache_dir, use_cache)
@@ -278,7 +287,7 @@ def _warnings(rows: list[RankRow], by: str) -> list[str]:
 
 
 def write_rank(result: RankResult, out: Path) -> None:
-    """``out/rank.json`` and ``out/rank.md``."""
+    """``out/rank.json`` and ``out/report.md``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "rank.json").write_text(json.dumps(result.to_dict(), indent=2))
     text = [
@@ -293,7 +302,8 @@ def write_rank(result: RankResult, out: Path) -> None:
         *[f"\n> {w}" for w in result.warnings],
         "",
     ]
-    (out / "rank.md").write_text("\n".join(text))
+    (out / "report.md").write_text("\n".join(text))
+    write_html(out)
 
 
 def print_rank(result: RankResult) -> None:

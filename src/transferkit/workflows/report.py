@@ -1,7 +1,8 @@
-"""One result-table model for every workflow, with a markdown renderer (``report.md``) and a rich one (console).
+"""One result-table model for every workflow, with a markdown renderer (``report.md``), a rich one (console) and
+an HTML one (``report.html``).
 
-A table is built once, from raw values and typed columns; both renderers show the same cells, so a number reads the
-same in the report and on screen.
+A table is built once, from raw values and typed columns; every renderer shows the same cells, so a number reads the
+same in the report, on screen and on the page (where each number cell also carries its raw value, ``data-value``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,23 @@ class ResultTable:
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in self.cells()]
         return "\n".join(lines)
 
+    def html(self) -> str:
+        """An HTML ``<table>`` of the same cells; a number cell keeps its raw value in ``data-value``."""
+        from html import escape
+
+        head = "".join(f'<th class="{"text" if c.text else "num"}">{escape(c.title)}</th>' for c in self.columns)
+        body = []
+        for row, cells in zip(self.rows, self.cells(), strict=True):
+            tds = []
+            for c, v, cell in zip(self.columns, row, cells, strict=True):
+                raw = v[0] if isinstance(v, tuple | list) and v else v
+                number = isinstance(raw, int | float) and not isinstance(raw, bool)
+                value = f' data-value="{float(raw)!r}"' if number else ""
+                tds.append(f'<td class="{"text" if c.text else "num"}"{value}>{escape(cell)}</td>')
+            body.append("<tr>" + "".join(tds) + "</tr>")
+        return (f"<table><caption>{escape(self.title)}</caption><thead><tr>{head}</tr></thead><tbody>"
+                + "".join(body) + "</tbody></table>")
+
     def rich(self) -> Any:
         """A ``rich.table.Table`` of the same cells."""
         from rich.markup import escape
@@ -90,6 +108,14 @@ class Tabulated:
     def table(self) -> str:
         """The result table as markdown (``report.md``)."""
         return self.result_table().markdown()
+
+
+def duplicates_note(n: int) -> list[str]:
+    """The sentence every report and console adds when deduplication left items out (none when nothing was)."""
+    if not n:
+        return []
+    return [f"{n} duplicate item(s) were left out before splitting, so that no item is in two splits "
+            "(--no-dedupe keeps them)."]
 
 
 def _cell(column: Column, value: Any) -> str:
