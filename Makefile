@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench data clean
+.PHONY: demo test lint unit integration bench data clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,24 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/transferkit fit fashion-mnist-small --backbone pack:efficientnet-lite0 --max-test 1000 --out runs/demo
+	$(BIN)/transferkit fit fashion-mnist-small --backbone pack:efficientnet-lite0 --max-test 1000 --out runs/demo --overwrite
 	$(BIN)/python scripts/demo_samples.py runs/demo/samples
 	$(BIN)/transferkit predict runs/demo/model runs/demo/samples
+	@echo "The report, with plots: runs/demo/report.html"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 
-test: $(STAMP) lint
+test: $(STAMP) lint system-packages
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Debian packages two tests use: headless Chromium (the report page is opened in it) and Fashion-MNIST (the embedded
+# subset's labels are checked against it). Where they cannot be installed (no root, no apt), those tests are
+# skipped and say why.
+system-packages:
+	@command -v chromium >/dev/null 2>&1 && [ -d /usr/share/datasets/fashion-mnist ] || \
+		apt-get install -y -q chromium dataset-fashion-mnist >/dev/null 2>&1 || \
+		echo "chromium / dataset-fashion-mnist could not be installed: the tests that need them will be skipped"
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration"

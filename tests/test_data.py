@@ -263,6 +263,28 @@ def test_fashion_mnist_small_is_embedded():
     assert (split == "test").sum() == 2000 and (split == "train").sum() == 1000
 
 
+def test_fashion_mnist_small_names_its_classes_right():
+    """Each name is on its own images (until 2026-12-03 six names were on another class's images): trousers have a
+    dark gap between the legs, and only sandals and sneakers leave the top rows empty."""
+    ds = load_builtin("fashion-mnist-small")
+    y = np.array(ds.labels)
+    mean = {c: ds.items[y == c].mean(0) for c in ds.classes}
+    gap = {c: m[16:26, 14].mean() / m[16:26, [9, 19]].mean() for c, m in mean.items()}
+    assert min(gap, key=gap.get) == "Trouser" and gap["Trouser"] < 0.5
+    assert {c for c, m in mean.items() if m[:6].mean() < 10} == {"Sandal", "Sneaker"}
+
+
+def test_fashion_mnist_small_labels_match_debians():
+    from transferkit.data.builtin import _fashion_locate
+
+    if _fashion_locate() is None:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    full = load_builtin("fashion-mnist")
+    small = load_builtin("fashion-mnist-small")
+    where = {full.items[i].tobytes(): i for i in range(len(full))}
+    assert all(full.labels[where[small.items[i].tobytes()]] == small.labels[i] for i in range(len(small)))
+
+
 def test_digits_builtin():
     ds = load_builtin("digits")
     assert len(ds) == 1797 and ds.items.shape[1:] == (8, 8) and ds.items.max() == 255

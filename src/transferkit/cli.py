@@ -175,6 +175,10 @@ def fit(
         list[str] | None, typer.Option("--set", help="Any strategy option as KEY=VALUE (repeatable).")
     ] = None,
     resume: Annotated[bool, typer.Option(metavar="", help="Continue an interrupted run from OUT/checkpoint.")] = False,
+    log: Annotated[str, typer.Option(
+        help="Also write each epoch's scalars: none, or tensorboard (to OUT/tensorboard; needs the tensorboard "
+        "package)."
+    )] = "none",
     calibrate: Annotated[bool, typer.Option(
         metavar="", help="Fit a temperature on validation so probabilities match accuracy (saved with the model).",
     )] = False,
@@ -219,6 +223,7 @@ def fit(
             progress=not quiet,
             resume=resume,
             calibrate=calibrate,
+            log=log,
             top_k=top_k,
             seeds=seeds,
             budget=budget,
@@ -262,6 +267,10 @@ def compare(
             "own 40-epoch schedule; matched: the seconds of the costliest run on this machine."
         ),
     ] = "work",
+    log: Annotated[str, typer.Option(
+        help="Also write each epoch's scalars: none, or tensorboard (to OUT/tensorboard; needs the tensorboard "
+        "package)."
+    )] = "none",
     *,
     reading: DataSpec,
     split: SplitSpec,
@@ -295,6 +304,7 @@ def compare(
             progress=not quiet,
             budget=budget,
             scratch_budget=scratch_budget,
+            log=log,
         )
     except TransferkitError as e:
         _fail(e)
@@ -446,6 +456,9 @@ def rank(
     controls: Annotated[bool, typer.Option(
         metavar="", help="Add a random-init control, which should rank last.")] = True,
     max_samples: Annotated[int, typer.Option(help="Score at most N training samples (stratified).")] = 500,
+    probe: Annotated[bool, typer.Option(
+        metavar="", help="Also fit a linear probe on 3/4 of the scored samples and report its accuracy on the rest.",
+    )] = False,
     out: Annotated[Path | None, typer.Option(help="Output folder for rank.json / report.md.")] = None,
     *,
     reading: DataSpec,
@@ -465,6 +478,7 @@ def rank(
             by=by,
             controls=controls,
             max_samples=max_samples,
+            probe=probe,
             **reading.kwargs(),
             **split.kwargs(),
             progress=not quiet,

@@ -140,9 +140,11 @@ class Trainer:
         on_epoch_start: Callable[[int], None] | None = None,
         device: torch.device | None = None,
         identity: dict[str, Any] | None = None,
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
     ) -> None:
         """``identity``: what the run trains on (data hash, splits, backbone, strategy settings), kept in the
-        checkpoint; resuming with another one is refused, naming what changed."""
+        checkpoint; resuming with another one is refused, naming what changed. ``on_epoch_end`` gets each epoch's
+        record on the main process (e.g. a TensorBoard writer)."""
         names = [g.name for g in groups]
         if len(set(names)) != len(names):
             raise ValueError(f"parameter group names must be unique: {names}")
@@ -151,6 +153,7 @@ class Trainer:
         self.on_epoch_start = on_epoch_start or (lambda epoch: None)
         self.device = device or torch.device("cpu")
         self.identity = identity or {}
+        self.on_epoch_end = on_epoch_end
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
@@ -260,6 +263,8 @@ class Trainer:
                 time.perf_counter() - t0,
             )
             result.history.append(rec)
+            if self.on_epoch_end is not None and dist.is_main:
+                self.on_epoch_end(rec)
             if self.progress and dist.is_main:
                 from .progress import console
 

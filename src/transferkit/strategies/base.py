@@ -31,6 +31,8 @@ class RunContext:
     """Continue from the checkpoint in checkpoint_dir when there is one."""
     stop_after: int | None = None
     """End training after this many epochs of this call (tests use it to simulate a kill)."""
+    log_dir: Path | None = None
+    """Where a training strategy writes TensorBoard scalars (None: nowhere)."""
 
 
 @dataclass
@@ -176,10 +178,12 @@ def train_and_predict(
     import time
 
     from ..core.features import default_device
-    from ..core.training import TrainConfig, Trainer
+    from ..core.progress import TensorBoardLog
+    from ..core.training import TrainConfig, Trainer, is_main_process
 
     t0 = time.perf_counter()
     train_cfg = TrainConfig(**{k: v for k, v in asdict(config).items() if k in TrainConfig.__dataclass_fields__})
+    log = TensorBoardLog(ctx.log_dir) if ctx.log_dir is not None and is_main_process() else None
     trainer = Trainer(
         model,
         groups,
@@ -191,23 +195,28 @@ def train_and_predict(
         on_epoch_start=on_epoch_start,
         device=default_device(),
         identity=run_identity(model, ds, splits, config),
+        on_epoch_end=log,
     )
     y = ds.targets
     items, train_y = ds.take(splits.train), y[splits.train]
     if extra_items:
         items = list(items) + list(extra_items)
         train_y = np.concatenate([train_y, np.full(len(extra_items), -1, dtype=train_y.dtype)])
-    result = trainer.fit(
-        items,
-        train_y,
-        ds.take(splits.val),
-        y[splits.val],
-        len(ds.classes),
-        resume=ctx.resume,
-        stop_after=ctx.stop_after,
-        loss=loss,
-        initial_val_accuracy=initial_val_accuracy,
-    )
+    try:
+        result = trainer.fit(
+            items,
+            train_y,
+            ds.take(splits.val),
+            y[splits.val],
+            len(ds.classes),
+            resume=ctx.resume,
+            stop_after=ctx.stop_after,
+            loss=loss,
+            initial_val_accuracy=initial_val_accuracy,
+        )
+    finally:
+        if log is not None:
+            log.close()
     if before_test is not None:
         before_test(result)
     model.eval()

@@ -16,7 +16,7 @@ from ..core.evaluation import Verdict, classification_metrics, mean_ci, verdict
 from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
-from ..core.progress import out_console
+from ..core.progress import log_folder, out_console
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
@@ -207,6 +207,8 @@ def compare(
     scratch_budget: str = "work",
     use_cache: bool = True,
     common_options: dict[str, Any] | None = None,
+    log: str | None = None,
+    log_dir: str | Path | None = None,
 ) -> CompareResult:
     """Run each strategy and the scratch control on the same seeded splits; decide with paired intervals.
 
@@ -221,7 +223,8 @@ def compare(
     highest mean validation accuracy (the test split is read only for the report). With ``out``, its first-seed
     model goes to ``out/model`` and the runs to ``out/compare.json`` and ``out/report.md``. ``backbone="auto"``
     ranks the installed packs first (``rank``). ``common_options`` go to every strategy whose config has them (an
-    option that none has is an error).
+    option that none has is an error). ``log="tensorboard"`` writes every trained rung's epochs as TensorBoard
+    scalars to ``log_dir`` (default ``out/tensorboard``), one folder per rung and seed.
     """
     from .fit import DEFAULT_BACKBONES
 
@@ -229,6 +232,7 @@ def compare(
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
+    logs = log_folder(log, log_dir or (Path(out) / "tensorboard" if out is not None else None))
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     is_auto = strategies == "auto" or list(strategies) == ["auto"]
     if not is_auto:  # options checked before any data is read
@@ -285,7 +289,8 @@ def compare(
             t0 = time.perf_counter()
             bb = create_backbone(spec)  # fresh pretrained weights for every run: fine-tuning changes them
             ctx = RunContext(
-                seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, progress=progress
+                seed=seed, cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, progress=progress,
+                log_dir=logs / label / f"seed-{seed}" if logs else None,
             )
             result = STRATEGIES.get(name).run(bb, ds, splits, configs[label], ctx)
             wall = time.perf_counter() - t0

@@ -19,6 +19,7 @@ from ..core.features import default_cache_dir
 from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
+from ..core.progress import log_folder
 from ..core.progress import out_console as console
 from ..core.training import is_main_process
 from ..data.dataset import Dataset, Splits
@@ -97,6 +98,7 @@ def fit(
     seeds: int = 3,
     budget: str | float = "10m",
     calibrate: bool = False,
+    log: str | None = None,
     **strategy_options: Any,
 ) -> FitResult:
     """Train ``strategy`` on ``backbone`` over ``data`` and compare it with a from-scratch control.
@@ -111,6 +113,8 @@ def fit(
     ``strategy="auto"`` runs the ladder rungs that fit ``budget`` (see ``transferkit.workflows.auto``), each over
     ``seeds`` seeds from ``seed`` on, against the control, and keeps the rung with the best mean validation
     accuracy; options go to every rung that has them (an option no rung has is an error).
+    ``log="tensorboard"`` also writes each epoch's losses, validation accuracy and learning rates as TensorBoard
+    scalars to ``out/tensorboard``.
     ``calibrate`` fits a softmax temperature on the validation split and saves it with the model (its
     probabilities then say how often it is right; its predicted classes are unchanged); the report shows the
     expected calibration error on the test set before and after.
@@ -126,6 +130,7 @@ def fit(
         raise TransferkitError(f"scratch_budget={scratch_budget!r} is not one of {', '.join(SCRATCH_BUDGETS)}.")
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite, resume=resume)
+    logs = log_folder(log, Path(out) / "tensorboard" if out is not None else None)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
     if strategy != "auto":  # options checked before any data is read
         strat = STRATEGIES.get(strategy)
@@ -148,7 +153,7 @@ def fit(
         return _fit_auto(
             ds, backbone, out=out, split=split, seeds=seeds, budget=budget, scratch_budget=scratch_budget,
             cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
-            calibrate=calibrate,
+            calibrate=calibrate, log=log, log_dir=logs,
         )
     splits = split.make(ds)
     used = np.concatenate([splits.train, splits.val, splits.test])
@@ -179,6 +184,7 @@ def fit(
         progress=progress,
         checkpoint_dir=checkpoint,
         resume=resume,
+        log_dir=logs,
     )
     defer_in = None  # a probe may get a deferred backbone: built only if some features are not cached
     if use_cache and getattr(strat, "defers_backbone", False):
@@ -187,7 +193,9 @@ def fit(
     best = None
     t_all = time.perf_counter()
     work_all: float | None = 0.0
-    for spec in candidates:
+    for k, spec in enumerate(candidates, 1):
+        if logs is not None and len(candidates) > 1:  # one TensorBoard run per candidate backbone
+            ctx.log_dir = logs / f"candidate-{k}"
         t0 = time.perf_counter()
         bb = create_backbone(spec, defer_in=defer_in)
         load_s = time.perf_counter() - t0

@@ -34,9 +34,12 @@ margin-top:1.8rem}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}
 caption{text-align:left;font-weight:600;padding:.3rem 0}
 th,td{padding:.3rem .6rem;border-bottom:1px solid #e4e4e4}td.num,th.num{text-align:right;
-font-variant-numeric:tabular-nums}td.text,th.text{text-align:left}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(18rem,1fr));gap:1rem}
+font-variant-numeric:tabular-nums;white-space:nowrap}td.text,th.text{text-align:left}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(24rem,1fr));gap:1rem}
 .charts svg,figure svg{width:100%;height:auto;max-height:34rem}
+.charts>figure{margin:0}
+.pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(20rem,1fr));gap:1rem;align-items:start}
+.pair figure{margin:0}.pair svg{width:100%;height:auto}
 .examples{display:grid;grid-template-columns:repeat(auto-fill,minmax(8.5rem,1fr));gap:.7rem}
 .examples figure{margin:0;border:1px solid #ddd;border-radius:4px;padding:.4rem;font-size:.8rem}
 .examples img{width:100%;height:auto;image-rendering:pixelated}
@@ -47,6 +50,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem}dt{font-wei
 word-break:break-all}
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;font-size:.8rem}
 ul.notes li{margin:.2rem 0}
+@media (max-width:40rem){main{padding:.6rem}table{font-size:.8rem}th,td{padding:.25rem .35rem}}
 @media print{main{max-width:none}.charts{grid-template-columns:1fr 1fr}section{break-inside:avoid}}
 """
 
@@ -104,7 +108,7 @@ def _section(sid: str, title: str, *parts: str) -> str:
 
 def _verdict(text: str) -> str:
     kind = "helps" if " helps" in text[:40] else "negative" if text.startswith("negative") else ""
-    return f'<p class="verdict {kind}" id="verdict-text">{escape(text)}</p>'
+    return f'<p class="verdict {kind}">{escape(text)}</p>'
 
 
 def _table(table: ResultTable) -> str:
@@ -163,11 +167,11 @@ def _rank_page(record: dict[str, Any], run_dir: Path) -> str:
     from .rank import _METRIC_NAMES, RankResult
 
     res = RankResult.from_record(record)
-    parts = [f'<p class="verdict" id="verdict-text">Recommended: {escape(res.recommended)} (highest '
+    parts = [f'<p class="verdict">Recommended: {escape(res.recommended)} (highest '
              f"{escape(_METRIC_NAMES[res.by])})</p>", _table(res.result_table()), _notes(res.warnings)]
     sections = [_section("ranking", "Candidates", *parts)]
-    probe = [(r.scores["logme"], r.scores["probe_accuracy"], r.spec) for r in res.rows
-             if r.scores.get("logme") is not None and r.scores.get("probe_accuracy") is not None]
+    probe = [(r.scores["logme"], r.probe_accuracy, r.spec) for r in res.rows
+             if r.scores.get("logme") is not None and r.probe_accuracy is not None]
     scored = [(r.scores[res.by], i, r.spec) for i, r in enumerate(res.rows, 1) if r.scores.get(res.by) is not None]
     if probe:
         chart = svg.scatter([(x, y, s) for x, y, s in probe], title="LogME against probe accuracy",
@@ -177,7 +181,8 @@ def _rank_page(record: dict[str, Any], run_dir: Path) -> str:
         chart = svg.scatter([(float(i), v, s) for v, i, s in scored], title=f"{_METRIC_NAMES[res.by]} per candidate",
                             x_label="rank", y_label=_METRIC_NAMES[res.by])
         sections.append(_section("scores", "Scores", f'<div class="charts">{chart}</div>',
-                                 "<p>No probe accuracy was measured, so LogME is not plotted against it.</p>"))
+                                 "<p>No probe accuracy was measured (rank --probe measures one), so LogME is not "
+                                 "plotted against it.</p>"))
     sections.append(_record_section(record))
     return _page(f"transferkit rank: {record['data']}", f"transferkit rank · {record['n_samples']} training samples",
                  sections)
@@ -221,12 +226,18 @@ def _adapt_page(record: dict[str, Any], run_dir: Path) -> str:
     diag.add("MMD permutation p", d["mmd_p"])
     sections = [_section("shift", "Shift diagnostic", _table(diag), f"<p>{escape(d['words'])}</p>")]
     verdicts = "".join(_verdict(r["verdict"]) for r in res.summary() if "verdict" in r)
+    if not verdicts:
+        verdicts = _verdict(f"Recommended without target labels: {res.recommended()}")
     rec = (f"Recommended without target labels: {res.recommended()} ({res.recommendation_reason()})")
     lines = [rec, *duplicates_note(res.duplicates)]
     if not res.target_accuracy:
         lines.insert(0, "No labelled target test data: target accuracy is unknown (pass --target-test).")
+    summary = res.summary()
+    key, what = ("target_accuracy", "target test accuracy") if res.target_accuracy else (
+        "reverse_accuracy", "reverse validation accuracy (no target labels)")
+    chart = svg.bars([(r["method"], r[key]) for r in summary], title=f"{what}, mean over seeds", x_label=what)
     sections.append(_section("comparison", "Source-only against each method", verdicts, _table(res.result_table()),
-                             _notes(lines)))
+                             _notes(lines), f'<div class="charts">{chart}</div>'))
     sizes = ResultTable("Data", (Column("part", text=True), Column("items", count)))
     for k, v in res.sizes.items():
         sizes.add(k.replace("_", " "), v)
@@ -246,15 +257,16 @@ def _curves(infos: dict[str, dict[str, Any]]) -> str:
         curve = info.get("learning_curve") or []
         if not curve:
             continue
-        epochs = [float(e["epoch"]) + 1 for e in curve]
-        best = info.get("best_epoch")
+        epochs = [float(e["epoch"]) for e in curve]  # 1 = the first epoch
+        best = info.get("best_epoch")  # 1-based; 0: the starting weights were kept
         charts.append(svg.line_chart(
             [("train loss", epochs, [e["train_loss"] for e in curve]),
              ("val loss", epochs, [e["val_loss"] for e in curve])],
             title=f"{name}: loss", x_label="epoch", y_label="loss"))
         accs = [e["val_accuracy"] for e in curve]
-        marks = [(float(best), accs[best - 1], f"kept (epoch {best})")] if best and 0 < best <= len(accs) else []
-        charts.append(svg.line_chart([("val accuracy", epochs, accs)], title=f"{name}: validation accuracy",
+        marks = [(float(best), accs[best - 1], f"kept (epoch {best})")] if best and best <= len(accs) else []
+        kept = " (the starting weights kept)" if best == 0 else ""
+        charts.append(svg.line_chart([("val accuracy", epochs, accs)], title=f"{name}: validation accuracy{kept}",
                                      x_label="epoch", y_label="accuracy", marks=marks))
     return f'<div class="charts">{"".join(charts)}</div>' if charts else ""
 
@@ -270,7 +282,7 @@ def _evidence(ev: dict[str, Any] | None, run_dir: Path) -> list[str]:
     for k, c in enumerate(classes):
         per.add(c, ev["precision"][k], ev["recall"][k], ev["f1"][k], ev["support"][k])
     matrix = svg.heatmap(ev["confusion"], classes, title="confusion matrix (% of each true class)")
-    out = [_section("test", "The saved model on the test set", f'<div class="charts"><figure>{matrix}</figure>'
+    out = [_section("test", "The saved model on the test set", f'<div class="pair"><figure>{matrix}</figure>'
                     f"<div>{_table(per)}</div></div>")]
     cal = ev["calibration"]
     ece = ResultTable("Calibration", (Column("measure", text=True), Column("expected calibration error",

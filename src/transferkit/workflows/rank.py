@@ -19,7 +19,7 @@ from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, seconds
+from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, percent, seconds
 
 _METRIC_NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
 
@@ -38,6 +38,8 @@ class RankRow:
     score_s: float = 0.0
     load_s: float = 0.0
     note: str = ""
+    probe_accuracy: float | None = None
+    """With ``probe``: accuracy of a linear probe fitted on 3/4 of the scored training samples, on the other 1/4."""
 
     @property
     def usable(self) -> bool:
@@ -73,14 +75,16 @@ class RankResult(Tabulated):
 
     def result_table(self) -> ResultTable:
         """Every score per candidate, its forward and scoring time, and notes."""
+        probed = any(r.probe_accuracy is not None for r in self.rows)
         table = ResultTable(
             f"{self.data}: {self.n_samples} training samples, sorted by {_METRIC_NAMES[self.by]}",
             (Column("#"), Column("backbone", text=True), *(Column(_METRIC_NAMES[m], decimal(4)) for m in METRICS),
+             *([Column("probe acc (held-out 1/4)", percent)] if probed else []),
              Column("forward", seconds), Column("score", lambda v: f"{v:.2f} s"), Column("note", text=True)),
         )
         for i, r in enumerate(self.rows, 1):
             table.add(str(i), r.spec + (" (control)" if r.control else ""), *(r.scores.get(m) for m in METRICS),
-                      r.extract_s, r.score_s, r.note)
+                      *([r.probe_accuracy] if probed else []), r.extract_s, r.score_s, r.note)
         return table
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +192,7 @@ def rank(
     progress: bool = True,
     out: str | Path | None = None,
     overwrite: bool = False,
+    probe: bool = False,
 ) -> RankResult:
     """Score each candidate backbone on the training split of ``data`` (the split ``fit`` with the same seed and
     split options uses; test labels are never read) with LogME, LEEP, NCE and H-score, and recommend the best by ``by``.
@@ -196,7 +201,9 @@ def rank(
     (packs plus intermediate depths). ``controls`` adds the random-init twin of the first pack, which should rank
     last. ``max_samples`` caps the samples scored (stratified, at least one per class; on Fashion-MNIST LogME's
     agreement with fine-tuned accuracy was similar from 250 to 2,000 scored images, see BENCHMARKS.md; with many
-    classes, score more). With ``out``, writes ``rank.json``
+    classes, score more). ``probe`` also fits a linear probe on 3/4 of the scored samples and measures it on the
+    other 1/4 (still training labels only), so the scores can be checked against a trained head. With ``out``, writes
+    ``rank.json``
     and ``report.md``.
     """
     from ..backbones import create_backbone
@@ -245,6 +252,8 @@ def rank(
             with torch.inference_mode():
                 logits = head.cpu()(torch.from_numpy(feats)).double().numpy()
         row.scores, row.score_s = score_features(feats, y, logits)
+        if probe:
+            row.probe_accuracy = held_out_probe(feats, y, len(ds.classes), seed)
         if head is None:
             row.note = "LEEP/NCE n/a: no source classifier"
         rows.append(row)
@@ -267,6 +276,21 @@ def rank(
         write_rank(result, Path(out))
     remember_images(verified, cache_dir, use_cache)
     return result
+
+
+def held_out_probe(feats: np.ndarray, y: np.ndarray, n_classes: int, seed: int) -> float:
+    """Accuracy on a stratified quarter of the scored samples of a linear probe (C chosen by the same held-out
+    quarter, as in a fit's validation split) fitted on the rest."""
+    from ..core.heads import fit_linear_probe
+
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        if len(members) >= 2:
+            held[rng.choice(members, size=max(1, len(members) // 4), replace=False)] = True
+    fit = fit_linear_probe(feats[~held], y[~held], feats[held], y[held], n_classes, refit_on_val=False)
+    return float(fit.val_accuracy)
 
 
 def _warnings(rows: list[RankRow], by: str) -> list[str]:

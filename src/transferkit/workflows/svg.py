@@ -162,3 +162,28 @@ def reliability(bins: Sequence[dict[str, float]], *, title: str) -> str:
                     f'fill="{PALETTE[0]}" fill-opacity="0.75"><title>{b["items"]} items: confidence '
                     f'{b["confidence"]:.2f}, accuracy {b["accuracy"]:.2f}</title></rect>')
     return _svg(body, title)
+
+
+def bars(
+    values: Sequence[tuple[str, float]], *, title: str, x_label: str, x_range: tuple[float, float] = (0, 1)
+) -> str:
+    """One horizontal bar per (name, value), values on a shared axis."""
+    height = TOP + 26 * len(values) + BOTTOM
+    left = 150
+    span = x_range[1] - x_range[0] or 1.0
+
+    def px(v: float) -> float:
+        return left + (v - x_range[0]) / span * (W - left - RIGHT)
+
+    body = [f'<text x="{W / 2}" y="18" text-anchor="middle" font-weight="bold">{escape(title)}</text>',
+            f'<text x="{(left + W - RIGHT) / 2}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>']
+    for t in _ticks(*x_range):
+        body.append(f'<line x1="{px(t):.1f}" y1="{TOP}" x2="{px(t):.1f}" y2="{height - BOTTOM}" stroke="#eee"/>'
+                    f'<text x="{px(t):.1f}" y="{height - BOTTOM + 16}" text-anchor="middle">{_fmt(t)}</text>')
+    for k, (name, v) in enumerate(values):
+        y = TOP + 26 * k
+        body.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{escape(name[:24])}</text>'
+                    f'<rect x="{left}" y="{y + 3}" width="{max(px(v) - left, 0.5):.1f}" height="18" '
+                    f'fill="{PALETTE[k % 8]}"><title>{escape(name)}: {v:.4g}</title></rect>'
+                    f'<text x="{px(v) + 4:.1f}" y="{y + 16}" font-size="10">{v:.3f}</text>')
+    return _svg(body, title, W, height)
