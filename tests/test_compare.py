@@ -157,6 +157,10 @@ def test_cli_fit_auto(image_folder, tmp_path):
     record = json.loads((tmp_path / "auto" / "run.json").read_text())
     assert record["strategy"] == "auto" and record["seeds"] == [0, 1]
     assert record["compare"]["auto_plan"] and "linear-probe" in record["compare"]["verdicts"]
+    page = (tmp_path / "auto" / "report.html").read_text()  # the ladder's page: every rung, then the saved model
+    assert "Every rung against scratch" in page and 'id="test"' in page and record["data"]["content_hash"] in page
+    assert page.count('class="verdict') == len(record["compare"]["verdicts"])
+    assert record["test_evaluation"]["items"] == record["data"]["splits"]["test"]
 
 
 def test_variants_of_one_strategy_and_a_budget_matched_scratch(image_folder):

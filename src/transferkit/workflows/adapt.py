@@ -34,7 +34,7 @@ from ..methods.adaptation import (
 from ..methods.selection import SELECTIONS, importance_weights
 from ..methods.shift import shift_diagnostic
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, percent, percent_ci
+from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, environment, percent, percent_ci
 
 RECOMMEND = ("reverse", "criterion")
 
@@ -166,6 +166,7 @@ class AdaptResult(Tabulated):
             "summary": self.summary(), "recommend": self.recommend, "recommended": self.recommended(),
             "recommendation": self.recommendation_reason(), "target_accuracy": self.target_accuracy,
             "sizes": self.sizes, "timings_s": self.timings, "duplicates": self.duplicates,
+            "environment": environment(),
         }
 
 

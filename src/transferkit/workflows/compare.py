@@ -24,7 +24,7 @@ from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
 from .evidence import test_evidence
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, count, duplicates_note, percent_ci, seconds
+from .report import Column, ResultTable, Tabulated, count, duplicates_note, environment, percent_ci, seconds
 
 SCRATCH = "scratch"
 
@@ -362,6 +362,8 @@ def compare(
         "auto_plan": notes,
         "duplicates": splits.duplicates,  # the same for every seed: deduplication comes before splitting
         "classes": ds.classes,
+        "splits": splits.to_dict(),  # the last seed's sizes; every seed's are the same
+        "environment": environment(),
     }
     test = (split.make(ds, seed=seed_list[0]).test, first_proba[best])
     meta["test_evaluation"] = test_evidence(ds, *test, Path(out) if out is not None else None, seed_list[0])

@@ -20,7 +20,7 @@ from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
 from ..strategies import STRATEGIES, make_config
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, count, decimal, duplicates_note, percent_ci
+from .report import Column, ResultTable, Tabulated, count, decimal, duplicates_note, environment, percent_ci
 
 SWEEP_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 SWEEP_ALPHAS = (0.5, 0.9)
@@ -93,6 +93,7 @@ class DistillResult(Tabulated):
             "data": self.data, "teacher": self.teacher, "student": self.student, "temperature": self.temperature,
             "alpha": self.alpha, "runs": self.runs, "sizes": self.sizes, "summary": self.summary(),
             "verdict": self.verdict_line(), "retained": self.retained(), "duplicates": self.duplicates,
+            "environment": environment(),
         }
 
 

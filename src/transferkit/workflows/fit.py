@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from ..strategies.base import cold_cost, work_flops
 from .evidence import calibrate as calibrate_model
 from .evidence import test_evidence
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, count, duplicates_note, percent, seconds
+from .report import Column, ResultTable, Tabulated, count, duplicates_note, environment, percent, seconds
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -297,7 +296,7 @@ def _fit_auto(
             ds, *res.test, Path(out) if out is not None and is_main_process() else None, seeds[0],
             calibrate_model(res.model, ds, split.make(ds).val) if calibrate else None,
         ),
-        "environment": _environment(),
+        "environment": environment(),
     }
     assert res.model is not None
     record["results"] = rows
@@ -368,19 +367,7 @@ def _record(
             if control
             else None
         ),
-        "environment": _environment(),
-    }
-
-
-def _environment() -> dict[str, Any]:
-    """Interpreter, torch, machine and thread count: where the numbers of a record came from."""
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
+        "environment": environment(),
     }
 
 

@@ -292,10 +292,13 @@ def _evidence(ev: dict[str, Any] | None, run_dir: Path) -> list[str]:
         ece.add(f"after temperature scaling (T = {ev['calibrated']['temperature']:.2f}, fitted on validation)",
                 ev["calibrated"]["ece"])
     chart = svg.reliability(cal["bins"], title="reliability (test set)")
-    extra = ""
+    extra, worse = "", ""
     if "calibrated" in ev:
         extra = svg.reliability(ev["calibrated"]["bins"], title="reliability after temperature scaling")
-    out.append(_section("calibration", "Calibration", f'<div class="charts">{chart}{extra}</div>', _table(ece),
+        if ev["calibrated"]["ece"] >= cal["ece"]:
+            worse = ("<p><strong>Temperature scaling did not lower the test ECE here</strong> (it was fitted on "
+                     "validation, which the test set did not follow); the saved model keeps it, as asked.</p>")
+    out.append(_section("calibration", "Calibration", f'<div class="charts">{chart}{extra}</div>', _table(ece), worse,
                         "<p>Bars: accuracy of the predictions in each confidence bin; a calibrated model follows "
                         "the dashed diagonal.</p>"))
     examples = ev.get("examples") or []
@@ -339,6 +342,8 @@ def _record_section(record: dict[str, Any]) -> str:
                  ("duplicates left out", str(data.get("duplicates", 0)))]
     elif data is not None:
         rows.append(("data", str(data)))
+    if "splits" in record and not isinstance(data, dict):
+        rows.append(("splits", json.dumps(record["splits"])))
     for key in ("content_hash", "backbone", "strategy", "seed", "seeds", "by", "teacher", "student", "source",
                 "target", "transferkit_version", "created"):
         if key in record and not (key == "content_hash" and isinstance(data, dict)):

@@ -19,7 +19,7 @@ from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
 from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, percent, seconds
+from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, environment, percent, seconds
 
 _METRIC_NAMES = {"logme": "LogME", "leep": "LEEP", "nce": "NCE", "hscore": "H-score"}
 
@@ -96,6 +96,7 @@ class RankResult(Tabulated):
             "recommended": self.recommended,
             "warnings": self.warnings,
             "rows": [asdict(r) for r in self.rows],
+            "environment": environment(),
         }
 
 

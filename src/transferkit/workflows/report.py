@@ -110,6 +110,27 @@ class Tabulated:
         return self.result_table().markdown()
 
 
+def environment() -> dict[str, Any]:
+    """transferkit, interpreter, torch, machine and thread count: where the numbers of a record came from."""
+    import platform
+    import time
+
+    import torch
+
+    from .._version import __version__
+
+    return {
+        "transferkit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def duplicates_note(n: int) -> list[str]:
     """The sentence every report and console adds when deduplication left items out (none when nothing was)."""
     if not n:
