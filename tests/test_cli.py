@@ -308,3 +308,46 @@ def test_every_command_says_how_many_duplicates_it_left_out(command, duplicated_
         assert any(said in w for w in record["warnings"])
     else:
         assert (record["data"]["duplicates"] if command == "fit" else record["duplicates"]) == 6
+
+
+def test_predict_streams_to_a_csv_or_jsonl_file(text_run, tmp_path, monkeypatch):
+    import csv as csvlib
+
+    import transferkit.workflows.predict as streaming
+    from transferkit.core.model import TransferModel
+
+    from .conftest import make_texts
+
+    texts, labels = make_texts(15)  # 30 rows in chunks of 7: no call sees more than one chunk
+    data = write_csv(tmp_path / "many.csv", [{"text": t, "label": lab} for t, lab in zip(texts, labels, strict=True)])
+    monkeypatch.setattr(streaming, "CHUNK", 7)
+    seen: list[int] = []
+    original = TransferModel.predict_proba
+    monkeypatch.setattr(TransferModel, "predict_proba", lambda self, items, **kw: seen.append(len(items))
+                        or original(self, items, **kw))
+    out = tmp_path / "preds.csv"
+    r = invoke("predict", text_run / "model", "--file", data, "--output", out, "--quiet")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert max(seen) == 7 and sum(seen) == 30 and f"wrote 30 predictions to {out}" in r.stdout
+    rows = list(csvlib.DictReader(out.open()))
+    assert [row["input"] for row in rows] == texts and [row["true_label"] for row in rows] == labels
+    assert set(rows[0]) == {"input", "label", "probability", "true_label", "p(neg)", "p(pos)"}
+    assert all(abs(float(r["p(neg)"]) + float(r["p(pos)"]) - 1) < 1e-5 for r in rows)
+    assert all(r["label"] == max(("neg", "pos"), key=lambda c: float(r[f"p({c})"])) for r in rows)
+    jl = tmp_path / "preds.jsonl"
+    assert invoke("predict", text_run / "model", "good fun", "--output", jl, "--quiet").exit_code == 0
+    assert set(json.loads(jl.read_text())["probabilities"]) == {"neg", "pos"}
+    assert not list(tmp_path.glob(".preds*"))  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("output", "match"),
+    [("exists.csv", "exists; pass --overwrite"), ("preds.txt", "a .csv or .jsonl file"),
+     ("nowhere/preds.csv", "does not exist")],
+)
+def test_predict_output_is_checked_before_any_work(text_run, tmp_path, output, match):
+    (tmp_path / "exists.csv").write_text("mine\n")
+    assert_clean_failure(invoke("predict", text_run / "model", "good fun", "--output", tmp_path / output), match)
+    assert (tmp_path / "exists.csv").read_text() == "mine\n"
+    assert invoke("predict", text_run / "model", "good", "--output", tmp_path / "exists.csv", "--overwrite",
+                  "--quiet").exit_code == 0

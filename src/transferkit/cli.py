@@ -64,6 +64,11 @@ def _out(out: Path | None, default: Path, overwrite: bool = False, resume: bool 
     return chosen
 
 
+def _cli_type(hint: Any) -> Any:
+    """The type the command line reads a spec field as: a path where the library takes any data object."""
+    return Path | None if hint is Any else hint
+
+
 def data_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a command the shared data options, generated from the fields of ``DataSpec`` and ``SplitSpec`` (their
     ``help`` metadata), plus ``--quiet``; the command receives them built and validated as ``reading: DataSpec``,
@@ -81,7 +86,7 @@ def data_options(command: Callable[..., None]) -> Callable[..., None]:
             inspect.Parameter.KEYWORD_ONLY,
             default=f.default,
             annotation=Annotated[
-                get_type_hints(cls)[f.name],
+                _cli_type(get_type_hints(cls)[f.name]),
                 typer.Option(help=f.metadata["help"], metavar="" if get_type_hints(cls)[f.name] is bool else None),
             ],
         )
@@ -539,38 +544,40 @@ def predict(
     label_column: Annotated[str, typer.Option(help="Label column of --file, if any.")] = "label",
     encoding: Annotated[str, typer.Option(help="Encoding of --file.")] = "utf-8",
     as_json: Annotated[bool, typer.Option("--json", metavar="", help="One JSON object per line.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        help="Write every prediction (input, label, probability, each class's probability) to this .csv/.jsonl file."
+    )] = None,
+    overwrite: Annotated[bool, typer.Option(metavar="", help="Replace an existing --output file.")] = False,
+    quiet: Annotated[bool, typer.Option(metavar="", help="No progress bar.")] = False,
 ) -> None:
-    """Label + probability for each input with a saved model."""
+    """Label + probability for each input with a saved model (streamed: inputs of any number)."""
     from .core.export import load
     from .core.progress import console
+    from .workflows.predict import check_output, predict_stream
+
+    def show(row: dict[str, Any]) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps({k: row[k] for k in ("input", "label", "probability")}) + "\n")
+        else:
+            name = row["input"] if len(row["input"]) <= 60 else row["input"][:57] + "..."
+            sys.stdout.write(f"{name}\t{row['label']}\t{row['probability']:.4f}\n")
 
     try:
+        target = check_output(output, overwrite) if output is not None else None
         model = load(model_dir)
         items, names, labels = _collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
         if not items:
             raise TransferkitError("Nothing to predict: pass inputs or --file.")
         truth = model.label_indices(labels, where=str(file)) if labels is not None else None
-        preds = model.predict(items)
+        summary = predict_stream(model, items, names, truth, target, None if target else show,
+                                 progress=not quiet and (target is not None or len(items) > 256))
     except TransferkitError as e:
         _fail(e)
         return
-    for name, p in zip(names, preds, strict=False):
-        if as_json:
-            sys.stdout.write(json.dumps({"input": name, "label": p.label, "probability": p.probability}) + "\n")
-        else:
-            shown = name if len(name) <= 60 else name[:57] + "..."
-            sys.stdout.write(f"{shown}\t{p.label}\t{p.probability:.4f}\n")
-    if truth is not None:
-        acc = sum(model.classes[int(t)] == p.label for t, p in zip(truth, preds, strict=False)) / len(preds)
-        console.print(f"accuracy on {file}: {acc:.2%} ({len(preds)} rows)")
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
+    if target is not None:
+        typer.echo(f"wrote {summary['rows']} predictions to {target}")
+    if "accuracy" in summary:
+        console.print(f"accuracy on {file}: {summary['accuracy']:.2%} ({summary['rows']} rows)")
 
 
 @app.command(cls=_Command)
@@ -589,3 +596,11 @@ def report(
         _fail(TransferkitError(f"{run_dir}/report.html cannot be written ({e.strerror or e})."))
         return
     typer.echo(f"report: {path}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

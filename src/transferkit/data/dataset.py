@@ -30,6 +30,8 @@ class Dataset:
     name: str = "data"
     split: Sequence[str] | None = None
     groups: Sequence[str] | None = None
+    layout: str = ""
+    """How the data came split (e.g. "train/, valid/, test/ folders"); empty when transferkit splits it."""
     conflicting: Literal["refuse", "drop"] = "refuse"
     """The same content under two labels: refuse it (the user's data: they fix the labels) or leave every copy out
     (a built-in corpus known to hold such items)."""
@@ -108,9 +110,12 @@ class Splits:
     test: np.ndarray
     duplicates: int = 0
     """Items left out because the same content came earlier (or is in the test split): never in two splits."""
+    given: tuple[str, ...] = ()
+    """The parts used as the data gave them ("val", "test"): nothing was split off for them."""
 
-    def to_dict(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+    def to_dict(self) -> dict[str, Any]:
+        sizes: dict[str, Any] = {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        return {**sizes, "given": list(self.given)} if self.given else sizes
 
 
 def _stratified_take(
@@ -150,17 +155,22 @@ def _stratified_subsample(idx: np.ndarray, y: np.ndarray, n: int, rng: np.random
     return np.sort(np.concatenate(taken))
 
 
+SPLIT_RANK = {"test": 2, "val": 1}
+"""Which copy of a duplicated item is kept: the one in a given test part, then in a given validation part (a copy in
+training would leak it)."""
+
+
 def unique_items(ds: Dataset) -> np.ndarray:
     """Indices of ``ds`` with each content once: the first occurrence, or the one in the predefined test split (a
     copy outside it would leak the test item into training). The same content under two labels is an error naming
     it (or, for a dataset marked ``conflicting="drop"``, every copy is left out)."""
     first: dict[str, int] = {}
     labels: dict[str, set[str]] = {}
-    is_test = [s == "test" for s in ds.split] if ds.split is not None else [False] * len(ds)
+    rank = [SPLIT_RANK.get(s, 0) for s in ds.split] if ds.split is not None else [0] * len(ds)
     for i in range(len(ds)):
         h = ds.item_hash(i)
         labels.setdefault(h, set()).add(ds.labels[i])
-        if h not in first or (is_test[i] and not is_test[first[h]]):
+        if h not in first or rank[i] > rank[first[h]]:
             first[h] = i
     conflicts = [h for h, labs in labels.items() if len(labs) > 1]
     if conflicts and ds.conflicting == "drop":
@@ -188,8 +198,10 @@ def make_splits(
 ) -> Splits:
     """Seeded stratified train/val/test split.
 
-    The test part is the dataset's predefined test split when it has one, else ``test_size`` of each class.
-    ``per_class`` keeps N labelled examples per class (train + val) for few-shot runs; ``max_test`` caps the
+    The test part is the dataset's predefined test split when it has one (``split`` marks "test"), else
+    ``test_size`` of each class; likewise items marked "val" are the validation split as given, else ``val_size`` of
+    each class of the rest. ``per_class`` keeps N labelled examples per class (train + val; train alone when the
+    validation split is given) for few-shot runs; ``max_test`` caps the
     test set with a stratified subsample. With ``dedupe`` (default) each content is used once (``unique_items``),
     so no item is in two splits; without it, every item is used as it is.
     """
@@ -200,11 +212,13 @@ def make_splits(
     rng = np.random.default_rng(seed)
     all_idx = unique_items(ds) if dedupe else np.arange(len(ds))
     duplicates = len(ds) - len(all_idx)
-    if ds.split is not None:
-        is_test = np.array([ds.split[int(i)] == "test" for i in all_idx], dtype=bool)
-        test, pool = all_idx[is_test], all_idx[~is_test]
+    marks = np.array([ds.split[int(i)] for i in all_idx]) if ds.split is not None else np.full(len(all_idx), "")
+    given = tuple(part for part in ("val", "test") if (marks == part).any())
+    given_val = all_idx[marks == "val"]
+    if "test" in given:
+        test, pool = all_idx[marks == "test"], all_idx[(marks != "test") & (marks != "val")]
     else:
-        test, pool = _stratified_take(all_idx, y, test_size, rng, "test", classes)
+        test, pool = _stratified_take(all_idx[marks != "val"], y, test_size, rng, "test", classes)
     if max_test is not None and len(test) > max_test:
         test = _stratified_subsample(test, y, max_test, rng)
     if per_class is not None:
@@ -220,8 +234,15 @@ def make_splits(
                 )
             keep.append(rng.choice(members, size=per_class, replace=False))
         pool = np.sort(np.concatenate(keep))
-    val, train = _stratified_take(pool, y, val_size, rng, "validation", classes)
+    if "val" in given:
+        val, train = given_val, pool
+    else:
+        val, train = _stratified_take(pool, y, val_size, rng, "validation", classes)
+    unseen = sorted(set(range(len(classes))) - set(y[train].tolist()))
+    if unseen:
+        raise DataError(f"Class {classes[unseen[0]]!r} has no training example (it is only in the given "
+                        "validation or test data); add training examples of it.")
     missing = sorted(set(range(len(classes))) - set(y[test].tolist()))
     if missing:
         raise DataError(f"Class {classes[missing[0]]!r} has no example in the test split; add examples.")
-    return Splits(train=train, val=val, test=test, duplicates=duplicates)
+    return Splits(train=train, val=val, test=test, duplicates=duplicates, given=given)

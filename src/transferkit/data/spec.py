@@ -22,6 +22,11 @@ class DataSpec:
     label_column: str = field(default="label", metadata={"help": "Label column of a CSV/JSONL file."})
     image_column: str | None = field(default=None, metadata={"help": "Image-path column of a CSV/JSONL file."})
     encoding: str = field(default="utf-8", metadata={"help": "Text encoding of a CSV/JSONL file."})
+    test: Any = field(default=None, metadata={
+        "help": "Your own labelled test set (folder or CSV/JSONL, read like DATA): used as it is, nothing split off."})
+    val: Any = field(default=None, metadata={
+        "help": "Your own labelled validation set (folder or CSV/JSONL): every choice is made on it, nothing split "
+        "off."})
 
     def __post_init__(self) -> None:
         try:
@@ -34,10 +39,28 @@ class DataSpec:
             raise DataError("label_column must name a column.")
 
     def load(self, data: Any) -> Dataset:
-        """A Dataset from a Dataset, a built-in name, a folder or a CSV/JSONL file."""
-        from .sources import load_data
+        """A Dataset from a Dataset, a built-in name, a folder, a CSV/JSONL file, a DataFrame, a Hugging Face
+        dataset or ``(x, y)`` arrays; with ``test`` / ``val``, those parts joined to it as given."""
+        from .sources import concat, load_data
 
-        return load_data(data, **asdict(self))
+        read = {k: v for k, v in asdict(self).items() if k not in ("test", "val")}
+        ds = load_data(data, **read)
+        given = [(part, load_data(path, **read)) for part, path in (("val", self.val), ("test", self.test))
+                 if path is not None]
+        if not given:
+            return ds
+        marks = set(ds.split or [])
+        for part, _ in given:
+            if part in marks:
+                raise DataError(
+                    f"{ds.name} already has its own {part} split ({ds.layout or 'predefined'}); pass --{part} only "
+                    "for data without one."
+                )
+        layout = ", ".join(f"--{part} {path}" for part, path in (("val", self.val), ("test", self.test)) if path)
+        joined = concat([(ds, None), *((d, part) for part, d in given)], name=ds.name,
+                        layout=", ".join(x for x in (ds.layout, layout) if x))
+        joined.conflicting = ds.conflicting
+        return joined
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword form every workflow takes."""

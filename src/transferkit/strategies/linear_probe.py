@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from ..backbones.base import Backbone
 from ..core.config import validate_config
-from ..core.heads import C_GRID, fit_linear_probe, fit_mlp_head
+from ..core.heads import C_GRID, fit_linear_probe, fit_linear_probe_cv, fit_mlp_head
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from .base import RunContext, StrategyResult, register_strategy, split_features
@@ -33,6 +34,20 @@ class LinearProbeConfig:
         validate_config(self, "linear-probe")
 
 
+CV_BELOW = 50
+"""With a given test set, no given validation set and fewer labelled examples than this in some class, C is chosen by
+cross-validation over train + val instead of on the validation split."""
+
+
+def cv_folds(y_pool: np.ndarray, splits: Splits) -> int:
+    """Folds for choosing C by cross-validation (0: choose on the validation split): up to 5, when the test set was
+    given, the validation set was not, and the labels are few."""
+    if "test" not in splits.given or "val" in splits.given:
+        return 0
+    smallest = int(np.bincount(y_pool).min()) if len(y_pool) else 0
+    return min(5, smallest) if 2 <= smallest < CV_BELOW else 0
+
+
 class LinearProbe:
     name = "linear-probe"
     Config = LinearProbeConfig
@@ -49,14 +64,23 @@ class LinearProbe:
         t1 = time.perf_counter()
         y = ds.targets
         args = (feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes))
-        if config.head == "linear":
+        folds = cv_folds(y[np.concatenate([splits.train, splits.val])], splits)
+        val_proba = None
+        if config.head == "linear" and folds:
+            pool = np.concatenate([feats["train"], feats["val"]])
+            fit = fit_linear_probe_cv(pool, y[np.concatenate([splits.train, splits.val])], len(ds.classes),
+                                      c_grid=config.c_grid, folds=folds, seed=ctx.seed)
+            assert fit.val_logits is not None  # out of fold: the validation rows' held-out logits
+            val_proba = torch.from_numpy(fit.val_logits[len(splits.train):]).softmax(1).numpy()
+        elif config.head == "linear":
             fit = fit_linear_probe(*args, c_grid=config.c_grid, seed=ctx.seed)
         else:
             fit = fit_mlp_head(*args, hidden=config.mlp_hidden, seed=ctx.seed)
         t2 = time.perf_counter()
         with torch.no_grad():
             test_proba = fit.head(torch.from_numpy(feats["test"])).softmax(1).numpy()
-            val_proba = torch.from_numpy(fit.val_logits).softmax(1).numpy() if fit.val_logits is not None else None
+            if val_proba is None and fit.val_logits is not None:
+                val_proba = torch.from_numpy(fit.val_logits).softmax(1).numpy()
         model = TransferModel(backbone, fit.head, ds.classes).eval()
         if backbone.is_built:  # a deferred backbone (all features cached) is built on the CPU when first used
             model.to(next(backbone.parameters()).device)
@@ -66,6 +90,8 @@ class LinearProbe:
             info={
                 "head": config.head,
                 "chosen": fit.chosen,
+                "selection": f"{folds}-fold cross-validation on train + val (a given test set, few labels)" if folds
+                else "the validation split",
                 "val_accuracy": fit.val_accuracy,
                 "features_from_cache": all_cached,
                 "cache_saved_s": stats.get("saved_s", 0.0),

@@ -207,6 +207,8 @@ def adapt(
     label_column: str = "label",
     image_column: str | None = None,
     encoding: str = "utf-8",
+    test: Any = None,
+    val: Any = None,
     target_column: str | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
@@ -245,7 +247,7 @@ def adapt(
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
-    reading = DataSpec(text_column, label_column, image_column, encoding)
+    reading = DataSpec(text_column, label_column, image_column, encoding, test, val)
     ds = reading.load(source)
     items = load_unlabelled(target, ds.modality, target_column or text_column or image_column, encoding)
     if len(items) < 10:
@@ -255,7 +257,7 @@ def adapt(
         items = [items[int(i)] for i in keep]
     test_ds = None
     if target_test is not None:
-        test_ds = reading.load(target_test)
+        test_ds = replace(reading, test=None, val=None).load(target_test)
         if test_ds.modality != ds.modality:
             raise DataError(f"The target test data holds {test_ds.modality}s; the source holds {ds.modality}s.")
         _target_labels(test_ds, ds.classes)  # fail early on unknown classes; the labels are read again at the end

@@ -24,7 +24,17 @@ from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
 from .evidence import test_evidence
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, count, duplicates_note, environment, percent_ci, seconds
+from .report import (
+    Column,
+    ResultTable,
+    Tabulated,
+    count,
+    duplicates_note,
+    environment,
+    layout_note,
+    percent_ci,
+    seconds,
+)
 
 SCRATCH = "scratch"
 
@@ -102,6 +112,11 @@ class CompareResult(Tabulated):
                     f"({100 * means[name]:.1f} % vs {100 * means[c]:.1f} %)"
                 )
         return lines
+
+    def data_notes(self) -> list[str]:
+        """Which splits came with the data, and how many duplicates were left out."""
+        given = self.meta.get("splits", {}).get("given", [])
+        return layout_note(self.meta.get("layout", ""), given) + duplicates_note(self.meta.get("duplicates", 0))
 
     def scratch_line(self) -> str:
         """How the scratch control was budgeted and what it became."""
@@ -201,6 +216,8 @@ def compare(
     label_column: str = "label",
     image_column: str | None = None,
     encoding: str = "utf-8",
+    test: Any = None,
+    val: Any = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
     budget: str | float = "10m",
@@ -237,7 +254,7 @@ def compare(
     is_auto = strategies == "auto" or list(strategies) == ["auto"]
     if not is_auto:  # options checked before any data is read
         rung_configs(parse_variants(list(strategies)), options, common_options, {})
-    ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
+    ds = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
     verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:
@@ -363,6 +380,7 @@ def compare(
         "duplicates": splits.duplicates,  # the same for every seed: deduplication comes before splitting
         "classes": ds.classes,
         "splits": splits.to_dict(),  # the last seed's sizes; every seed's are the same
+        "layout": ds.layout,
         "environment": environment(),
     }
     test = (split.make(ds, seed=seed_list[0]).test, first_proba[best])
@@ -398,7 +416,7 @@ def report_lines(res: CompareResult, title: str = "transferkit compare") -> list
         f"- {res.scratch_line()}",
         *[f"- {line}" for line in res.choice_lines()],
         f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
-        *[f"- {line}" for line in duplicates_note(res.meta.get("duplicates", 0))],
+        *[f"- {line}" for line in res.data_notes()],
         "",
     ]
 
@@ -417,5 +435,5 @@ def print_compare(res: CompareResult) -> None:
     for line in res.verdict_lines():
         out_console.print(line)
     out_console.print(res.scratch_line())
-    for line in res.choice_lines() + duplicates_note(res.meta.get("duplicates", 0)):
+    for line in res.choice_lines() + res.data_notes():
         out_console.print(line)

@@ -131,6 +131,8 @@ def distill(
     label_column: str = "label",
     image_column: str | None = None,
     encoding: str = "utf-8",
+    test: Any = None,
+    val: Any = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
     out: str | Path | None = None,
@@ -170,7 +172,7 @@ def distill(
     # the students' and the teacher's options are checked before any data is read or any teacher trained
     make_config(STRATEGIES.get("distill"), {"teacher": str(teacher), "alpha": alpha, **opts})
     make_config(STRATEGIES.get(teacher_strategy), dict(teacher_options or {}))
-    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
+    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
     verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, progress=progress)
     first = split.seed
     if student == "auto":

@@ -30,7 +30,7 @@ from ..strategies.base import cold_cost, work_flops
 from .evidence import calibrate as calibrate_model
 from .evidence import test_evidence
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, count, duplicates_note, environment, percent, seconds
+from .report import Column, ResultTable, Tabulated, count, duplicates_note, environment, layout_note, percent, seconds
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -87,6 +87,8 @@ def fit(
     label_column: str = "label",
     image_column: str | None = None,
     encoding: str = "utf-8",
+    test: Any = None,
+    val: Any = None,
     scratch: bool = True,
     scratch_budget: str = "work",
     cache_dir: str | Path | None = None,
@@ -134,7 +136,7 @@ def fit(
     if strategy != "auto":  # options checked before any data is read
         strat = STRATEGIES.get(strategy)
         config = make_config(strat, strategy_options)
-    ds = DataSpec(text_column, label_column, image_column, encoding).load(data)
+    ds = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
     if strategy == "auto":
         if resume:
             raise TransferkitError(
@@ -281,7 +283,8 @@ def _fit_auto(
         "transferkit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data": {"name": ds.name, "modality": ds.modality, "classes": ds.classes, "size": len(ds),
-                 "content_hash": ds.content_hash(), "splits": splits.to_dict(), "duplicates": splits.duplicates},
+                 "content_hash": ds.content_hash(), "splits": splits.to_dict(), "duplicates": splits.duplicates,
+                 "layout": ds.layout},
         "backbone": res.meta["backbone"],
         "strategy": "auto",
         "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
@@ -349,6 +352,7 @@ def _record(
             "content_hash": ds.content_hash(),
             "splits": splits.to_dict(),
             "duplicates": splits.duplicates,
+            "layout": ds.layout,
         },
         "backbone": spec,
         "strategy": strategy,
@@ -396,7 +400,9 @@ def write_run(result: FitResult, out: Path) -> None:
 
 def notes(record: dict[str, Any]) -> list[str]:
     """Sentences the report adds below the verdict: a rung that gave way to a cheaper one, the control's budget."""
-    out = duplicates_note(record.get("data", {}).get("duplicates", 0))
+    data = record.get("data", {})
+    out = layout_note(data.get("layout", ""), data.get("splits", {}).get("given", []))
+    out += duplicates_note(data.get("duplicates", 0))
     info = record.get("strategy_info", {})
     if info.get("kept") == "linear-probe" and record.get("strategy") != "linear-probe":
         out.append(f"The {record['strategy']} run gave way to the linear probe: {info['kept_reason']}.")

@@ -142,7 +142,7 @@ def _fit_page(record: dict[str, Any], run_dir: Path) -> str:
 
 def _compare_sections(res: Any) -> list[str]:
     verdicts = "".join(_verdict(f"{name}: {v.text}") for name, v in res.verdicts.items())
-    lines = [res.scratch_line(), *res.choice_lines(), *duplicates_note(res.meta.get("duplicates", 0))]
+    lines = [res.scratch_line(), *res.choice_lines(), *res.data_notes()]
     out = [_section("comparison", "Every rung against scratch", verdicts, _table(res.result_table()),
                     _notes(lines))]
     first = res.meta["seeds"][0]

@@ -188,6 +188,8 @@ def rank(
     label_column: str = "label",
     image_column: str | None = None,
     encoding: str = "utf-8",
+    test: Any = None,
+    val: Any = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
@@ -218,7 +220,7 @@ def rank(
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
-    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding).load(data)
+    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
     specs = parse_candidates(backbones, ds.modality, controls=controls)
     splits = split.make(ds)
     idx = _sample(splits.train, ds.targets, max_samples, seed)

@@ -131,6 +131,14 @@ def environment() -> dict[str, Any]:
     }
 
 
+def layout_note(layout: str, given: list[str] | tuple[str, ...]) -> list[str]:
+    """The sentence that says which splits came with the data (none when transferkit split it all)."""
+    if not given:
+        return []
+    parts = " and ".join({"val": "validation", "test": "test"}[g] for g in given)
+    return [f"Splits as given ({layout}): the {parts} data used as it is, nothing split off for it."]
+
+
 def duplicates_note(n: int) -> list[str]:
     """The sentence every report and console adds when deduplication left items out (none when nothing was)."""
     if not n:
