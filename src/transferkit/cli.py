@@ -515,14 +515,12 @@ def _collect_inputs(
     model: Any, inputs: list[str], file: Path | None, text_column: str | None, label_column: str, encoding: str
 ) -> tuple[list[Any], list[str], list[str] | None]:
     """(items, display names, labels or None) from arguments or a CSV/JSONL file."""
-    from .data.sources import IMAGE_EXTENSIONS, read_table
+    from .data.sources import IMAGE_EXTENSIONS, read_table_file
 
     if file is not None:
         column = {"text_column": text_column} if model.modality == "text" else {"image_column": text_column}
-        items, labels, _ = read_table(
-            file, label_column=label_column, encoding=encoding, require_labels=False, **column
-        )
-        return list(items), [str(i) for i in items], labels
+        table = read_table_file(file, label_column=label_column, encoding=encoding, require_labels=False, **column)
+        return list(table.items), [str(i) for i in table.items], table.labels
     if model.modality == "text":
         return list(inputs), list(inputs), None
     items: list[Any] = []

@@ -154,22 +154,6 @@ class Table:
     split: list[str] | None = None
 
 
-def read_table(
-    path: str | Path,
-    text_column: str | None = None,
-    label_column: str | None = "label",
-    image_column: str | None = None,
-    encoding: str = "utf-8",
-    require_labels: bool = True,
-) -> tuple[list[str], list[str] | None, str]:
-    """(inputs, labels or None, modality) from a CSV/JSONL file, every row checked.
-
-    Without ``require_labels``, a file with no label column gives ``labels=None`` (inputs to predict).
-    """
-    t = read_table_file(path, text_column, label_column, image_column, encoding, require_labels)
-    return t.items, t.labels, t.modality
-
-
 def read_table_file(
     path: str | Path,
     text_column: str | None = None,
@@ -178,7 +162,8 @@ def read_table_file(
     encoding: str = "utf-8",
     require_labels: bool = True,
 ) -> Table:
-    """The rows of a CSV/JSONL file as a ``Table``; image paths are relative to the file's folder."""
+    """The rows of a CSV/JSONL file as a ``Table``, every row checked; image paths are relative to the file's folder.
+    Without ``require_labels``, a file with no label column gives ``labels=None`` (inputs to predict)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist.")
@@ -400,7 +385,8 @@ def load_unlabelled(
             items = sorted(str(f) for f in path.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
         elif path.is_file():
             key = "text_column" if modality == "text" else "image_column"
-            items, _, _ = read_table(path, label_column=None, encoding=encoding, require_labels=False, **{key: column})
+            items = read_table_file(path, label_column=None, encoding=encoding, require_labels=False,
+                                    **{key: column}).items
             items = list(items)
         else:
             raise DataError(f"Unlabelled data {data} is neither an existing folder/file nor a built-in dataset.")
