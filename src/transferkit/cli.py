@@ -554,11 +554,13 @@ def predict(
     from .workflows.predict import check_output, predict_stream
 
     def show(row: dict[str, Any]) -> None:
+        keys = ("input", "value") if "value" in row else ("input", "label", "probability")
         if as_json:
-            sys.stdout.write(json.dumps({k: row[k] for k in ("input", "label", "probability")}) + "\n")
-        else:
-            name = row["input"] if len(row["input"]) <= 60 else row["input"][:57] + "..."
-            sys.stdout.write(f"{name}\t{row['label']}\t{row['probability']:.4f}\n")
+            sys.stdout.write(json.dumps({k: row[k] for k in keys}) + "\n")
+            return
+        name = row["input"] if len(row["input"]) <= 60 else row["input"][:57] + "..."
+        said = f"{row['value']:.6g}" if "value" in row else f"{row['label']}\t{row['probability']:.4f}"
+        sys.stdout.write(f"{name}\t{said}\n")
 
     try:
         target = check_output(output, overwrite) if output is not None else None
@@ -566,7 +568,10 @@ def predict(
         items, names, labels = _collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
         if not items:
             raise TransferkitError("Nothing to predict: pass inputs or --file.")
-        truth = model.label_indices(labels, where=str(file)) if labels is not None else None
+        truth = None
+        if labels is not None:
+            truth = model.target_values(labels, str(file)) if model.task == "regression" else model.label_indices(
+                labels, where=str(file))
         summary = predict_stream(model, items, names, truth, target, None if target else show,
                                  progress=not quiet and (target is not None or len(items) > 256))
     except TransferkitError as e:
@@ -576,6 +581,8 @@ def predict(
         typer.echo(f"wrote {summary['rows']} predictions to {target}")
     if "accuracy" in summary:
         console.print(f"accuracy on {file}: {summary['accuracy']:.2%} ({summary['rows']} rows)")
+    if "mae" in summary:
+        console.print(f"on {file}: MAE {summary['mae']:.4g}, RMSE {summary['rmse']:.4g} ({summary['rows']} rows)")
 
 
 @app.command(cls=_Command)

@@ -23,6 +23,20 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     return {"accuracy": float((t == p).mean()), "macro_f1": float(f1.mean())}
 
 
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, R^2 and Spearman's rank correlation of predicted against true values."""
+    from scipy.stats import spearmanr
+
+    from .heads import r2_score
+
+    t = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    err = p - t
+    rho = float(spearmanr(t, p).statistic) if np.ptp(p) > 0 and np.ptp(t) > 0 else 0.0
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())), "r2": r2_score(t, p),
+            "spearman": rho}
+
+
 def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, list[float]]:
     """Precision, recall, F1 and support of every class, and the confusion matrix (rows: true, columns: predicted)."""
     t = np.asarray(y_true, dtype=np.int64)
@@ -102,6 +116,8 @@ class Verdict:
     low: float
     high: float
     seeds: int
+    metric: str = "accuracy"
+    """What was compared (accuracy; R^2 for a regression target), in points (x 100)."""
 
     @property
     def text(self) -> str:
@@ -118,7 +134,7 @@ class Verdict:
         if self.seeds == 1:
             word = "higher" if self.diff >= 0 else "lower"
             return (
-                f"{what.capitalize()} accuracy is {abs(self.diff):.1f} points {word} than {baseline} on this seed "
+                f"{what.capitalize()} {self.metric} is {abs(self.diff):.1f} points {word} than {baseline} on this seed "
                 "(single seed: no confidence interval)."
             )
         low, high = max(self.low, -100.0), min(self.high, 100.0)  # an accuracy difference lies in [-100, +100]
@@ -136,7 +152,9 @@ class Verdict:
         return f"{what}: no clear difference from {baseline}, {diff} {span} {n}"
 
 
-def verdict(transfer: Sequence[float], scratch: Sequence[float], confidence: float = 0.95) -> Verdict:
+def verdict(
+    transfer: Sequence[float], scratch: Sequence[float], confidence: float = 0.95, metric: str = "accuracy"
+) -> Verdict:
     """Paired comparison of accuracies on the same seeds (same splits): the 95% interval of the mean difference
     decides; with one seed nothing can be decided."""
     if len(transfer) != len(scratch) or not transfer:
@@ -151,4 +169,4 @@ def verdict(transfer: Sequence[float], scratch: Sequence[float], confidence: flo
         kind = "negative transfer"
     else:
         kind = "no clear difference"
-    return Verdict(kind, m, lo, hi, len(diffs))
+    return Verdict(kind, m, lo, hi, len(diffs), metric)

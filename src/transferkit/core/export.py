@@ -55,6 +55,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         "preprocess": bb.preprocess.to_dict(),
         "head": head_config(model.head),
         "classes": model.classes,
+        "task": model.task,
         "temperature": float(model.temperature),
         **(extra or {}),
     }
@@ -127,7 +128,7 @@ def load(path: str | Path) -> TransferModel:
         want = {k: v for k, v in backbone.state_dict().items() if "lora_" in k}
         backbone.load_state_dict(_tensors(path / "adapter.safetensors", want), strict=False)
         backbone.mark_changed(full=False)
-    model = TransferModel(backbone, head, cfg["classes"]).eval()
+    model = TransferModel(backbone, head, cfg["classes"], cfg.get("task", "classification")).eval()
     model.temperature = float(cfg.get("temperature", 1.0))
     return model
 
@@ -168,10 +169,15 @@ def _read_config(path: Path) -> dict[str, Any]:
     dims = ("in_features", "num_classes") + (("hidden",) if h["type"] == "mlp" else ())
     if not all(isinstance(h.get(k), int) and not isinstance(h.get(k), bool) and h[k] >= 1 for k in dims):
         raise bad(f"its head's sizes ({', '.join(dims)}) are not positive whole numbers")
+    task = cfg.get("task", "classification")
+    if task not in ("classification", "regression"):
+        raise bad(f"its task ({task!r}) is neither classification nor regression")
     names = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
     if not names or len(set(classes)) < len(classes):
         raise bad("its classes are not a list of distinct names")
-    if len(classes) != h["num_classes"]:
+    if task == "regression" and (classes or h["num_classes"] != 1):
+        raise bad("a regression model has one output and no classes")
+    if task == "classification" and len(classes) != h["num_classes"]:
         raise bad(f"it names {len(classes)} classes but its head has {h['num_classes']} outputs")
     t = cfg.get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:

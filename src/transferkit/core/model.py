@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..backbones.base import Backbone
-from ..errors import DataError
+from ..errors import DataError, TransferkitError
 from .heads import MLPHead, linear_head
 
 
@@ -23,6 +23,8 @@ class Prediction:
     label: str
     probability: float
     probabilities: dict[str, float]
+    value: float | None = None
+    """A regression model's prediction (None for classes)."""
 
 
 def head_config(head: nn.Module) -> dict[str, Any]:
@@ -53,10 +55,17 @@ def _is_one_image_array(x: Any) -> bool:
 class TransferModel(nn.Module):
     """``backbone -> head`` over a fixed label map; ``predict`` takes raw images or texts."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module, classes: Sequence[str]) -> None:
+    def __init__(
+        self, backbone: Backbone, head: nn.Module, classes: Sequence[str], task: str = "classification"
+    ) -> None:
         super().__init__()
-        if head_config(head)["num_classes"] != len(classes):
+        outputs = head_config(head)["num_classes"]
+        if task == "regression" and (outputs != 1 or classes):
+            raise ValueError("a regression model has one output and no classes")
+        if task != "regression" and outputs != len(classes):
             raise ValueError("head outputs and number of classes differ")
+        self.task = task
+        """"classification" (``predict_proba``) or "regression" (``predict_values``: one number per input)."""
         self.backbone = backbone
         self.head = head
         self.classes = list(classes)
@@ -84,8 +93,23 @@ class TransferModel(nn.Module):
         return self.backbone.modality
 
     @torch.inference_mode()
+    def predict_values(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+        """The predicted number (N,) for each raw input, for a regression model."""
+        if self.task != "regression":
+            raise TransferkitError("This model predicts classes: use predict_proba or predict.")
+        return self._outputs(inputs, batch_size)[:, 0].astype(np.float64)
+
+    @torch.inference_mode()
     def predict_proba(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Class probabilities (N, C) for raw inputs (image paths / arrays / PIL images, or texts)."""
+        if self.task == "regression":
+            raise TransferkitError("This model predicts a number, not classes: use predict_values.")
+        logits = self._outputs(inputs, batch_size) / self.temperature
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        return z / z.sum(1, keepdims=True)
+
+    def _outputs(self, inputs: Sequence[Any], batch_size: int) -> np.ndarray:
+        """The head's raw outputs (N, outputs) in float32, batch by batch."""
         if isinstance(inputs, str | Path) or _is_one_image_array(inputs):
             inputs = [inputs]
         items = list(inputs)
@@ -100,17 +124,29 @@ class TransferModel(nn.Module):
         device = next(self.parameters()).device
         for start in range(0, len(items), batch_size):
             batch = self.backbone.prepare(items[start : start + batch_size])
-            logits = self(self.backbone.to_device(batch, device)).float() / self.temperature
-            out.append(torch.softmax(logits, -1).cpu().numpy())
+            out.append(self(self.backbone.to_device(batch, device)).float().cpu().numpy())
         return np.concatenate(out)
 
     def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[Prediction]:
-        """The most likely label and its probability for each input."""
+        """The most likely label and its probability for each input (a regression model: the value, as its label
+        and in ``value``)."""
+        if self.task == "regression":
+            return [Prediction(f"{v:.6g}", float("nan"), {}, float(v)) for v in self.predict_values(inputs, batch_size)]
         proba = self.predict_proba(inputs, batch_size)
         return [
             Prediction(self.classes[int(p.argmax())], float(p.max()), dict(zip(self.classes, p.tolist(), strict=True)))
             for p in proba
         ]
+
+    def target_values(self, labels: Sequence[str], where: str = "data") -> np.ndarray:
+        """A regression model's true values from label strings; one that is not a number is an error naming it."""
+        out = np.empty(len(labels))
+        for i, lab in enumerate(labels):
+            try:
+                out[i] = float(lab)
+            except ValueError:
+                raise DataError(f"{where}: target {lab!r} (row {i + 1}) is not a number.") from None
+        return out
 
     def label_indices(self, labels: Sequence[str], where: str = "data") -> np.ndarray:
         """Map label strings to class indices; a label unknown to the model is an error naming it."""

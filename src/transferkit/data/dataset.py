@@ -30,17 +30,25 @@ class Dataset:
     name: str = "data"
     split: Sequence[str] | None = None
     groups: Sequence[str] | None = None
+    task: Literal["classification", "regression"] = "classification"
+    """Classification (labels are class names) or regression (labels are numbers; ``targets`` are their values)."""
     layout: str = ""
     """How the data came split (e.g. "train/, valid/, test/ folders"); empty when transferkit splits it."""
     conflicting: Literal["refuse", "drop"] = "refuse"
     """The same content under two labels: refuse it (the user's data: they fix the labels) or leave every copy out
     (a built-in corpus known to hold such items)."""
     _hashes: list[str] | None = field(default=None, init=False, repr=False)
+    _values: np.ndarray = field(default_factory=lambda: np.empty(0), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.items) != len(self.labels):
             raise DataError(f"{self.name}: {len(self.items)} items but {len(self.labels)} labels.")
         self.labels = [str(lab) for lab in self.labels]
+        if self.task == "regression":
+            self._values = _numbers(self.labels, self.name)
+            if len(set(self._values.tolist())) < 2:
+                raise DataError(f"{self.name}: every target is {self._values[0]:g}; regression needs varied targets.")
+            return
         counts = Counter(self.labels)
         if len(counts) < 2:
             only = next(iter(counts), None)
@@ -54,10 +62,14 @@ class Dataset:
 
     @property
     def classes(self) -> list[str]:
-        return sorted(set(self.labels))
+        """Class names, sorted (none for regression)."""
+        return [] if self.task == "regression" else sorted(set(self.labels))
 
     @property
     def targets(self) -> np.ndarray:
+        """Class indices into ``classes`` (int64), or, for regression, the target values (float64)."""
+        if self.task == "regression":
+            return self._values
         index = {c: i for i, c in enumerate(self.classes)}
         return np.array([index[lab] for lab in self.labels], dtype=np.int64)
 
@@ -80,6 +92,32 @@ class Dataset:
 
     def take(self, indices: Sequence[int]) -> list[Any]:
         return [self.items[int(i)] for i in indices]
+
+
+def _numbers(labels: Sequence[str], name: str) -> np.ndarray:
+    """The labels as finite numbers, or one sentence naming the first that is not."""
+    out = np.empty(len(labels))
+    for i, lab in enumerate(labels):
+        try:
+            out[i] = float(lab)
+        except ValueError:
+            raise DataError(f"{name}: target {lab!r} (item {i}) is not a number; regression needs numeric "
+                            "targets.") from None
+        if not np.isfinite(out[i]):
+            raise DataError(f"{name}: target {lab!r} (item {i}) is not a finite number.")
+    return out
+
+
+def infer_task(labels: Sequence[str]) -> str:
+    """"regression" for numeric labels that are not a handful of class codes (any non-integer, or more than 20
+    distinct integers); else "classification" (``0``-``9`` digit labels stay classes)."""
+    try:
+        values = [float(x) for x in labels]
+    except (TypeError, ValueError):
+        return "classification"
+    if not all(np.isfinite(values)):
+        return "classification"
+    return "regression" if any(v != int(v) for v in values) or len(set(values)) > 20 else "classification"
 
 
 def _hash_item(item: Any, modality: str) -> str:
@@ -187,6 +225,18 @@ def unique_items(ds: Dataset) -> np.ndarray:
     return np.array(sorted(first.values()), dtype=np.int64)
 
 
+def _strata(ds: Dataset) -> tuple[np.ndarray, list[str]]:
+    """What splits are stratified on: the class of each item, or for regression its quintile of the target."""
+    if ds.task != "regression":
+        return ds.targets, ds.classes
+    values = ds.targets
+    edges = np.quantile(values, [0.2, 0.4, 0.6, 0.8])
+    bins = np.searchsorted(edges, values, side="right")
+    names = [f"target quintile {k + 1}" for k in range(5)]
+    _, bins = np.unique(bins, return_inverse=True)  # empty quintiles (many equal targets) merge away
+    return bins.astype(np.int64), names[: int(bins.max()) + 1]
+
+
 def make_splits(
     ds: Dataset,
     seed: int = 0,
@@ -207,8 +257,9 @@ def make_splits(
     """
     if not 0 < val_size < 1 or not 0 < test_size < 1:
         raise DataError("val_size and test_size must be fractions between 0 and 1.")
-    y = ds.targets
-    classes = ds.classes
+    y, classes = _strata(ds)
+    if per_class is not None and ds.task == "regression":
+        raise DataError("per_class applies to classes; for a regression target use the data you want to train on.")
     rng = np.random.default_rng(seed)
     all_idx = unique_items(ds) if dedupe else np.arange(len(ds))
     duplicates = len(ds) - len(all_idx)
@@ -238,11 +289,12 @@ def make_splits(
         val, train = given_val, pool
     else:
         val, train = _stratified_take(pool, y, val_size, rng, "validation", classes)
-    unseen = sorted(set(range(len(classes))) - set(y[train].tolist()))
+    regression = ds.task == "regression"  # its strata are target quintiles: none must be in every part
+    unseen = [] if regression else sorted(set(range(len(classes))) - set(y[train].tolist()))
     if unseen:
         raise DataError(f"Class {classes[unseen[0]]!r} has no training example (it is only in the given "
                         "validation or test data); add training examples of it.")
-    missing = sorted(set(range(len(classes))) - set(y[test].tolist()))
+    missing = [] if regression else sorted(set(range(len(classes))) - set(y[test].tolist()))
     if missing:
         raise DataError(f"Class {classes[missing[0]]!r} has no example in the test split; add examples.")
     return Splits(train=train, val=val, test=test, duplicates=duplicates, given=given)

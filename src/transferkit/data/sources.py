@@ -71,9 +71,12 @@ def _class_folders(root: Path) -> Dataset:
     return Dataset(items, labels, "image", name=str(root))
 
 
-def concat(parts: Sequence[tuple[Dataset, str | None]], name: str, layout: str = "") -> Dataset:
+def concat(
+    parts: Sequence[tuple[Dataset, str | None]], name: str, layout: str = "", classes: bool = True
+) -> Dataset:
     """One Dataset of ``parts``, each item marked with its part ("train", "val", "test"; None: the marks the part
-    already has, "train" where it has none); every other part's classes must be among the training part's."""
+    already has, "train" where it has none); with ``classes``, every other part's classes must be among the training
+    part's (not for numeric targets)."""
     train = [d for d, part in parts if part in ("train", None)]
     known = set().union(*(d.classes for d in train)) if train else set()
     modality = parts[0][0].modality
@@ -83,7 +86,7 @@ def concat(parts: Sequence[tuple[Dataset, str | None]], name: str, layout: str =
     for d, part in parts:
         if d.modality != modality:
             raise DataError(f"{d.name} holds {d.modality}s; {parts[0][0].name} holds {modality}s.")
-        unknown = sorted(set(d.classes) - known) if part not in ("train", None) else []
+        unknown = sorted(set(d.classes) - known) if classes and part not in ("train", None) else []
         if unknown:
             raise DataError(
                 f"{d.name} ({part}) has class(es) {', '.join(map(repr, unknown[:3]))} that the training data does "

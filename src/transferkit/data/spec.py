@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import DataError
-from .dataset import Dataset, Splits, make_splits
+from .dataset import Dataset, Splits, infer_task, make_splits
+
+TASKS = ("auto", "classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,9 @@ class DataSpec:
     val: Any = field(default=None, metadata={
         "help": "Your own labelled validation set (folder or CSV/JSONL): every choice is made on it, nothing split "
         "off."})
+    task: str = field(default="auto", metadata={
+        "help": "classification, regression (numeric labels), or auto: regression when the labels are numbers that "
+        "are not a few class codes."})
 
     def __post_init__(self) -> None:
         try:
@@ -37,14 +42,28 @@ class DataSpec:
             ) from None
         if not isinstance(self.label_column, str) or not self.label_column:
             raise DataError("label_column must name a column.")
+        if self.task not in TASKS:
+            raise DataError(f"task={self.task!r} is not one of {', '.join(TASKS)}.")
 
     def load(self, data: Any) -> Dataset:
         """A Dataset from a Dataset, a built-in name, a folder, a CSV/JSONL file, a DataFrame, a Hugging Face
         dataset or ``(x, y)`` arrays; with ``test`` / ``val``, those parts joined to it as given."""
+        from .sources import load_data
+
+        read = {k: v for k, v in asdict(self).items() if k not in ("test", "val", "task")}
+        return self._as_task(self._joined(load_data(data, **read), read))
+
+    def _as_task(self, ds: Dataset) -> Dataset:
+        """``ds`` as the task asks (or, with ``auto``, as its labels say)."""
+        task = infer_task(ds.labels) if self.task == "auto" else self.task
+        if task == ds.task:
+            return ds
+        return Dataset(ds.items, ds.labels, ds.modality, name=ds.name, split=ds.split, groups=ds.groups,
+                       conflicting=ds.conflicting, task=task, layout=ds.layout)  # type: ignore[arg-type]
+
+    def _joined(self, ds: Dataset, read: dict[str, Any]) -> Dataset:
         from .sources import concat, load_data
 
-        read = {k: v for k, v in asdict(self).items() if k not in ("test", "val")}
-        ds = load_data(data, **read)
         given = [(part, load_data(path, **read)) for part, path in (("val", self.val), ("test", self.test))
                  if path is not None]
         if not given:
@@ -57,8 +76,9 @@ class DataSpec:
                     "for data without one."
                 )
         layout = ", ".join(f"--{part} {path}" for part, path in (("val", self.val), ("test", self.test)) if path)
+        regression = self.task == "regression" or (self.task == "auto" and infer_task(ds.labels) == "regression")
         joined = concat([(ds, None), *((d, part) for part, d in given)], name=ds.name,
-                        layout=", ".join(x for x in (ds.layout, layout) if x))
+                        layout=", ".join(x for x in (ds.layout, layout) if x), classes=not regression)
         joined.conflicting = ds.conflicting
         return joined
 

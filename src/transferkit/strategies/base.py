@@ -45,6 +45,8 @@ class StrategyResult:
     timings: dict[str, float] = field(default_factory=dict)
     val_proba: np.ndarray | None = None
     """Validation probabilities, where the strategy has them for free (else None: ``predict_proba`` gives them)."""
+    test_values: np.ndarray | None = None
+    """A regression model's predicted test values (``test_proba`` is then empty)."""
 
     @property
     def test_pred(self) -> np.ndarray:

@@ -11,9 +11,10 @@ import torch
 
 from ..backbones.base import Backbone
 from ..core.config import validate_config
-from ..core.heads import C_GRID, fit_linear_probe, fit_linear_probe_cv, fit_mlp_head
+from ..core.heads import C_GRID, fit_linear_probe, fit_linear_probe_cv, fit_mlp_head, fit_ridge
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
+from ..errors import TransferkitError
 from .base import RunContext, StrategyResult, register_strategy, split_features
 
 
@@ -63,6 +64,8 @@ class LinearProbe:
         feats, all_cached = split_features(backbone, ds, splits, ctx, batch_size=config.batch_size, stats=stats)
         t1 = time.perf_counter()
         y = ds.targets
+        if ds.task == "regression":
+            return self._regression(backbone, ds, splits, config, feats, all_cached, stats, t0, t1)
         args = (feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes))
         folds = cv_folds(y[np.concatenate([splits.train, splits.val])], splits)
         val_proba = None
@@ -101,6 +104,31 @@ class LinearProbe:
             },
             timings={"features_s": t1 - t0, "head_s": t2 - t1},
             val_proba=val_proba,
+        )
+
+
+    def _regression(self, backbone: Backbone, ds: Dataset, splits: Splits, config: LinearProbeConfig,
+                    feats: dict[str, np.ndarray], all_cached: bool, stats: dict[str, Any], t0: float,
+                    t1: float) -> StrategyResult:
+        """Ridge regression on the cached features, its strength chosen on validation R^2."""
+        if config.head != "linear":
+            raise TransferkitError("A regression target takes the linear head (ridge); head=mlp is for classes.")
+        y = ds.targets
+        fit = fit_ridge(feats["train"], y[splits.train], feats["val"], y[splits.val])
+        t2 = time.perf_counter()
+        with torch.no_grad():
+            values = fit.head(torch.from_numpy(feats["test"])).numpy()[:, 0].astype(np.float64)
+        model = TransferModel(backbone, fit.head, [], "regression").eval()
+        if backbone.is_built:
+            model.to(next(backbone.parameters()).device)
+        return StrategyResult(
+            model=model, test_proba=np.empty((len(values), 0)), test_values=values,
+            info={"head": "ridge", "chosen": fit.chosen, "val_r2": fit.val_accuracy,
+                  "selection": "the validation split (R^2)", "features_from_cache": all_cached,
+                  "cache_saved_s": stats.get("saved_s", 0.0), "extraction": stats.get("engine", "all from cache"),
+                  "trainable_parameters": sum(p.numel() for p in fit.head.parameters()),
+                  "work": {"forward": len(splits.train) + len(splits.val) + len(splits.test), "train": 0}},
+            timings={"features_s": t1 - t0, "head_s": t2 - t1},
         )
 
 

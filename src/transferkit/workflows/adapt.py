@@ -209,6 +209,7 @@ def adapt(
     encoding: str = "utf-8",
     test: Any = None,
     val: Any = None,
+    task: str = "auto",
     target_column: str | None = None,
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
@@ -247,8 +248,12 @@ def adapt(
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
-    reading = DataSpec(text_column, label_column, image_column, encoding, test, val)
+    reading = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task)
     ds = reading.load(source)
+    if ds.task == "regression":
+        raise TransferkitError(
+            "adapt handles classification only so far; a regression target trains with fit (linear-probe)."
+        )
     items = load_unlabelled(target, ds.modality, target_column or text_column or image_column, encoding)
     if len(items) < 10:
         raise DataError(f"The unlabelled target holds {len(items)} inputs; adaptation needs at least 10.")

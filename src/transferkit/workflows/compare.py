@@ -57,7 +57,7 @@ class CompareResult(Tabulated):
         from dataclasses import fields
 
         names = [f.name for f in fields(Verdict)]
-        verdicts = {k: Verdict(**{n: v[n] for n in names}) for k, v in record["verdicts"].items()}
+        verdicts = {k: Verdict(**{n: v[n] for n in names if n in v}) for k, v in record["verdicts"].items()}
         meta = {k: v for k, v in record.items() if k not in ("runs", "verdicts", "val_accuracy_mean", "best")}
         return cls(record["runs"], verdicts, record["best"], None, meta)
 
@@ -218,6 +218,7 @@ def compare(
     encoding: str = "utf-8",
     test: Any = None,
     val: Any = None,
+    task: str = "auto",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     budget: str | float = "10m",
@@ -254,7 +255,11 @@ def compare(
     is_auto = strategies == "auto" or list(strategies) == ["auto"]
     if not is_auto:  # options checked before any data is read
         rung_configs(parse_variants(list(strategies)), options, common_options, {})
-    ds = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
+    ds = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
+    if ds.task == "regression":
+        raise TransferkitError(
+            "compare handles classification only so far; a regression target trains with fit (linear-probe)."
+        )
     verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:

@@ -133,6 +133,7 @@ def distill(
     encoding: str = "utf-8",
     test: Any = None,
     val: Any = None,
+    task: str = "auto",
     cache_dir: str | Path | None = None,
     progress: bool = True,
     out: str | Path | None = None,
@@ -172,7 +173,11 @@ def distill(
     # the students' and the teacher's options are checked before any data is read or any teacher trained
     make_config(STRATEGIES.get("distill"), {"teacher": str(teacher), "alpha": alpha, **opts})
     make_config(STRATEGIES.get(teacher_strategy), dict(teacher_options or {}))
-    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
+    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
+    if ds.task == "regression":
+        raise TransferkitError(
+            "distill handles classification only so far; a regression target trains with fit (linear-probe)."
+        )
     verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, progress=progress)
     first = split.seed
     if student == "auto":

@@ -55,15 +55,7 @@ def test_evidence(
                 "kind": kind, "index": i, "label": ds.classes[int(y[r])], "predicted": ds.classes[int(pred[r])],
                 "probability": float(conf[r]), "label_probability": float(proba[r, y[r]]),
             }
-            item = ds.items[i]
-            if ds.modality == "text":
-                text = str(item)
-                ex["text"] = text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"
-            else:
-                if isinstance(item, str | Path):
-                    ex["source"] = str(item)
-                if out is not None:
-                    ex["thumbnail"] = _thumbnail(item, out / "examples" / f"test-{i}.png")
+            _attach_item(ds, i, ex, out)
             examples.append(ex)
     evidence = {
         "classes": ds.classes,
@@ -75,6 +67,45 @@ def test_evidence(
     if temperature is not None:
         evidence["calibrated"] = {"temperature": temperature, **calibration(y, scale_temperature(proba, temperature))}
     return evidence
+
+
+POINTS = 1000
+"""At most this many (true, predicted) pairs of a regression test set are kept for the report's scatter."""
+
+
+def regression_evidence(ds: Dataset, test: np.ndarray, values: np.ndarray, out: Path | None) -> dict[str, Any]:
+    """Predicted against true values (a seeded sample of at most ``POINTS``), residual summary and examples (the
+    largest errors and a sample of the rest) of a regression model on the test set."""
+    y = ds.targets[test]
+    values = np.asarray(values, dtype=np.float64)
+    err = values - y
+    rng = np.random.default_rng(0)
+    keep = np.sort(rng.choice(len(y), size=min(POINTS, len(y)), replace=False))
+    worst = np.argsort(-np.abs(err), kind="stable")[:EXAMPLES]
+    rest = np.setdiff1d(np.arange(len(y)), worst)
+    sample = np.sort(rng.choice(rest, size=min(EXAMPLES, len(rest)), replace=False)) if len(rest) else rest
+    examples = []
+    for kind, rows in (("mistake", worst), ("correct", sample)):
+        for r in rows:
+            i = int(test[r])
+            ex: dict[str, Any] = {"kind": kind, "index": i, "value": float(y[r]), "predicted": float(values[r])}
+            _attach_item(ds, i, ex, out)
+            examples.append(ex)
+    return {"task": "regression", "items": len(test), "points": [[float(y[k]), float(values[k])] for k in keep],
+            "residual_mean": float(err.mean()), "residual_std": float(err.std()), "examples": examples}
+
+
+def _attach_item(ds: Dataset, i: int, ex: dict[str, Any], out: Path | None) -> None:
+    """A text example's excerpt, or an image example's source path and (with ``out``) thumbnail."""
+    item = ds.items[i]
+    if ds.modality == "text":
+        text = str(item)
+        ex["text"] = text if len(text) <= EXCERPT else text[: EXCERPT - 1] + "…"
+        return
+    if isinstance(item, str | Path):
+        ex["source"] = str(item)
+    if out is not None:
+        ex["thumbnail"] = _thumbnail(item, out / "examples" / f"test-{i}.png")
 
 
 def _thumbnail(item: Any, path: Path) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._version import __version__
 from ..backbones import create_backbone
-from ..core.evaluation import classification_metrics, verdict
+from ..core.evaluation import classification_metrics, regression_metrics, verdict
 from ..core.features import default_cache_dir
 from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
@@ -28,9 +28,21 @@ from ..methods.control import SCRATCH_BUDGETS, ControlResult, budget_config, run
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
 from .evidence import calibrate as calibrate_model
-from .evidence import test_evidence
+from .evidence import regression_evidence, test_evidence
 from .html import write_html
-from .report import Column, ResultTable, Tabulated, count, duplicates_note, environment, layout_note, percent, seconds
+from .report import (
+    Column,
+    ResultTable,
+    Tabulated,
+    count,
+    decimal,
+    duplicates_note,
+    environment,
+    layout_note,
+    percent,
+    seconds,
+    significant,
+)
 
 DEFAULT_BACKBONES = {"image": "pack:efficientnet-lite0", "text": "pack:minilm-l6"}
 
@@ -58,11 +70,23 @@ class FitResult(Tabulated):
     def result_table(self) -> ResultTable:
         """The comparison on the test split: one row per model."""
         d = self.record["data"]
-        table = ResultTable(f"{d['name']}: test set ({d['splits']['test']})", MODEL_COLUMNS)
+        title = f"{d['name']}: test set ({d['splits']['test']})"
+        if d.get("task") == "regression":
+            table = ResultTable(title, REGRESSION_COLUMNS)
+            for r in self.rows:
+                table.add(r["name"], r["mae"], r["rmse"], r["r2"], r["spearman"], r["wall_s"],
+                          r["trainable_parameters"])
+            return table
+        table = ResultTable(title, MODEL_COLUMNS)
         for r in self.rows:
             table.add(r["name"], r["accuracy"], r["macro_f1"], r["wall_s"], r["trainable_parameters"])
         return table
 
+
+REGRESSION_COLUMNS = (
+    Column("model", text=True), Column("MAE", significant), Column("RMSE", significant), Column("R^2", decimal(3)),
+    Column("Spearman", decimal(3)), Column("wall time", seconds), Column("trainable params", count),
+)
 
 MODEL_COLUMNS = (
     Column("model", text=True), Column("accuracy", percent), Column("macro-F1", percent),
@@ -89,6 +113,7 @@ def fit(
     encoding: str = "utf-8",
     test: Any = None,
     val: Any = None,
+    task: str = "auto",
     scratch: bool = True,
     scratch_budget: str = "work",
     cache_dir: str | Path | None = None,
@@ -136,7 +161,12 @@ def fit(
     if strategy != "auto":  # options checked before any data is read
         strat = STRATEGIES.get(strategy)
         config = make_config(strat, strategy_options)
-    ds = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
+    ds = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
+    if ds.task == "regression" and (strategy != "linear-probe" or calibrate):
+        raise TransferkitError(
+            f"{ds.name} has a numeric target (regression): so far it trains with strategy linear-probe (ridge), "
+            "without --calibrate; pass --task classification if its numbers are class codes."
+        )
     if strategy == "auto":
         if resume:
             raise TransferkitError(
@@ -204,8 +234,8 @@ def fit(
         res = strat.run(bb, ds, splits, config, ctx)
         work = work_flops(bb, res.info, splits, cache_dir, use_cache) if scratch and scratch_budget == "work" else None
         work_all = None if work is None or work_all is None else work_all + work
-        tried[spec] = float(res.info.get("val_accuracy", float("nan")))
-        if best is None or tried[spec] > best[1].info.get("val_accuracy", float("-inf")):
+        tried[spec] = val_score(res.info)
+        if best is None or tried[spec] > val_score(best[1].info):
             best = (spec, res, load_s, time.perf_counter() - t0)
         if checkpoint is not None and checkpoint.exists() and len(candidates) > 1:
             shutil.rmtree(checkpoint)  # the next candidate starts fresh
@@ -215,7 +245,13 @@ def fit(
         transfer_s = time.perf_counter() - t_all
     y_test = ds.targets[splits.test]
     n_classes = len(ds.classes)
-    metrics = {"transfer": classification_metrics(y_test, result.test_pred, n_classes)}
+
+    def scored(pred: np.ndarray) -> dict[str, float]:
+        if ds.task == "regression":
+            return regression_metrics(y_test, pred)
+        return classification_metrics(y_test, pred, n_classes)
+
+    metrics = {"transfer": scored(result.test_values if ds.task == "regression" else result.test_pred)}
     rows = [
         {
             "name": f"{strategy} ({spec})",
@@ -230,7 +266,7 @@ def fit(
         control = run_scratch(
             ds, splits, seed=seed, config=control_config, progress=progress, cache_dir=cache_dir, use_cache=use_cache
         )
-        metrics["scratch"] = classification_metrics(y_test, control.test_pred, n_classes)
+        metrics["scratch"] = scored(control.test_pred)
         rows.append(
             {
                 "name": f"scratch: {control.description}",
@@ -245,8 +281,12 @@ def fit(
     record["scratch_budget"] = {"mode": scratch_budget, "transfer_flops": work_all}
     writes = out is not None and is_main_process()
     temperature = calibrate_model(result.model, ds, splits.val, result.val_proba) if calibrate else None
-    record["test_evaluation"] = test_evidence(ds, splits.test, result.test_proba, Path(out) if writes else None, seed,
-                                              temperature)
+    if ds.task == "regression":
+        record["test_evaluation"] = regression_evidence(ds, splits.test, result.test_values,
+                                                        Path(out) if writes else None)
+    else:
+        record["test_evaluation"] = test_evidence(ds, splits.test, result.test_proba, Path(out) if writes else None,
+                                                  seed, temperature)
     if ranking is not None:
         record["rank"] = {**ranking.to_dict(), "top_k": top_k, "val_accuracy": tried, "chosen": spec}
     record["results"] = rows
@@ -314,6 +354,11 @@ def _fit_auto(
     return result
 
 
+def val_score(info: dict[str, Any]) -> float:
+    """What a run is chosen by on validation: its accuracy, or for a regression target its R^2."""
+    return float(info.get("val_accuracy", info.get("val_r2", float("nan"))))
+
+
 def _summarise(value: Any) -> Any:
     """A config value as run.json keeps it: in-memory data (a Dataset, a long list of inputs) by its size only."""
     if isinstance(value, Dataset):
@@ -353,6 +398,7 @@ def _record(
             "splits": splits.to_dict(),
             "duplicates": splits.duplicates,
             "layout": ds.layout,
+            "task": ds.task,
         },
         "backbone": spec,
         "strategy": strategy,
@@ -385,7 +431,9 @@ def write_run(result: FitResult, out: Path) -> None:
         f"# transferkit run: {r['data']['name']}",
         "",
         f"- backbone `{r['backbone']}`, strategy `{r['strategy']}`, seed {r['seed']}",
-        f"- data: {r['data']['size']} items, {len(r['data']['classes'])} classes, content hash "
+        f"- data: {r['data']['size']} items, "
+        + (f"{len(r['data']['classes'])} classes" if r["data"].get("task") != "regression" else "a numeric target")
+        + ", content hash "
         f"`{r['data']['content_hash']}`; splits {r['data']['splits']}",
         "",
         result.table(),
@@ -403,6 +451,9 @@ def notes(record: dict[str, Any]) -> list[str]:
     data = record.get("data", {})
     out = layout_note(data.get("layout", ""), data.get("splits", {}).get("given", []))
     out += duplicates_note(data.get("duplicates", 0))
+    if data.get("task") == "regression":
+        out.append("The labels are numbers: they were fitted as a regression target (ridge on the features; "
+                   "--task classification treats them as class names).")
     info = record.get("strategy_info", {})
     if info.get("kept") == "linear-probe" and record.get("strategy") != "linear-probe":
         out.append(f"The {record['strategy']} run gave way to the linear probe: {info['kept_reason']}.")
@@ -424,6 +475,8 @@ def verdict_line(metrics: dict[str, dict[str, float]]) -> str:
     """The verdict sentence for one seed (no interval: run seeds for that)."""
     if "scratch" not in metrics:
         return "No scratch control was run."
+    if "r2" in metrics["transfer"]:  # a regression target: R^2, in points
+        return verdict([metrics["transfer"]["r2"]], [metrics["scratch"]["r2"]], metric="R^2").sentence()
     return verdict([metrics["transfer"]["accuracy"]], [metrics["scratch"]["accuracy"]]).sentence()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import TransferkitError
 from . import svg
-from .report import Column, ResultTable, count, decimal, duplicates_note, percent
+from .report import Column, ResultTable, count, decimal, duplicates_note, percent, significant
 
 KINDS = ("adapt.json", "distill.json", "compare.json", "rank.json", "run.json")
 """Run records, most specific first (a distill folder also holds its student's run.json)."""
@@ -124,8 +124,9 @@ def _fit_page(record: dict[str, Any], run_dir: Path) -> str:
 
     res = FitResult.from_record(record)
     d = record["data"]
+    what = "a numeric target" if d.get("task") == "regression" else f"{len(d['classes'])} classes"
     sub = (f"transferkit fit · backbone {record['backbone']} · strategy {record['strategy']} · "
-           f"{d['size']} items, {len(d['classes'])} classes")
+           f"{d['size']} items, {what}")
     sections = []
     if res.compare is not None:
         sections += _compare_sections(res.compare)
@@ -275,6 +276,8 @@ def _evidence(ev: dict[str, Any] | None, run_dir: Path) -> list[str]:
     """Confusion matrix, per-class scores, calibration and examples of the saved model on the test set."""
     if not ev:
         return []
+    if ev.get("task") == "regression":
+        return _regression_evidence(ev, run_dir)
     classes = ev["classes"]
     per = ResultTable(f"Per class ({ev['items']} test items)", (
         Column("class", text=True), Column("precision", percent), Column("recall", percent), Column("F1", percent),
@@ -312,12 +315,35 @@ def _evidence(ev: dict[str, Any] | None, run_dir: Path) -> list[str]:
     return out
 
 
+def _regression_evidence(ev: dict[str, Any], run_dir: Path) -> list[str]:
+    """Predicted against true values, the residuals, and the largest errors with a sample of the rest."""
+    chart = svg.scatter([(t, p, "") for t, p in ev["points"]], title="predicted against true (test set)",
+                        x_label="true", y_label="predicted", diagonal=True)
+    res = ResultTable("Residuals (predicted - true)", (Column("measure", text=True), Column("value", significant)))
+    res.add("mean (bias)", ev["residual_mean"])
+    res.add("standard deviation", ev["residual_std"])
+    out = [_section("test", "The saved model on the test set", f'<div class="pair"><figure>{chart}</figure>'
+                    f"<div>{_table(res)}<p>{len(ev['points'])} of {ev['items']} test items are plotted; on the "
+                    "dashed line the prediction is exact.</p></div></div>")]
+    parts = []
+    for kind, title in (("mistake", "Largest errors"), ("correct", "A sample of the rest")):
+        chosen = [e for e in ev.get("examples", []) if e["kind"] == kind]
+        if chosen:
+            parts.append(f"<h3>{title}</h3>" + _examples(chosen, run_dir))
+    if parts:
+        out.append(_section("examples", "Examples", *parts))
+    return out
+
+
 def _examples(examples: list[dict[str, Any]], run_dir: Path) -> str:
     texts, figures = [], []
     for e in examples:
         wrong = e["kind"] == "mistake"
-        said = (f"predicted {e['predicted']} ({100 * e['probability']:.1f} %)"
-                + (f"; true {e['label']} ({100 * e['label_probability']:.1f} %)" if wrong else ""))
+        if "value" in e:  # a regression target
+            said = f"predicted {e['predicted']:.4g}; true {e['value']:.4g}"
+        else:
+            said = (f"predicted {e['predicted']} ({100 * e['probability']:.1f} %)"
+                    + (f"; true {e['label']} ({100 * e['label_probability']:.1f} %)" if wrong else ""))
         if "text" in e:
             texts.append(f'<blockquote class="excerpt{" wrong" if wrong else ""}">{escape(e["text"])}'
                          f"<br><small>{escape(said)}</small></blockquote>")

@@ -48,8 +48,11 @@ def predict_stream(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict ``items`` chunk by chunk; each row (input, label, probability, every class's probability, and the
-    true label where ``truth`` is given) goes to ``output`` (CSV or JSONL, written to a temp file renamed into place
-    at the end) and to ``on_row``. Returns the count and, with ``truth``, the accuracy."""
+    true label where ``truth`` is given; for a regression model input, value and true value) goes to ``output`` (CSV
+    or JSONL, written to a temp file renamed into place at the end) and to ``on_row``. Returns the count and, with
+    ``truth``, the accuracy (regression: MAE and RMSE)."""
+    if model.task == "regression":
+        return _stream_values(model, items, names, truth, output, on_row, progress)
     classes = list(model.classes)
     tmp: Path | None = None
     handle: TextIO | None = None
@@ -96,4 +99,53 @@ def predict_stream(
     summary: dict[str, Any] = {"rows": len(items)}
     if truth is not None:
         summary["accuracy"] = right / max(len(items), 1)
+    return summary
+
+
+def _stream_values(
+    model: Any, items: Sequence[Any], names: Sequence[str], truth: np.ndarray | None, output: Path | None,
+    on_row: Callable[[dict[str, Any]], None] | None, progress: bool,
+) -> dict[str, Any]:
+    """``predict_stream`` for a regression model: one value per input."""
+    tmp: Path | None = None
+    handle: TextIO | None = None
+    writer: Any = None
+    if output is not None:
+        fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.tmp-")
+        tmp, handle = Path(name), os.fdopen(fd, "w", encoding="utf-8", newline="")
+        if output.suffix.lower() == ".csv":
+            writer = csv.writer(handle)
+            writer.writerow(["input", "value", *(["true_value"] if truth is not None else [])])
+    errors: list[float] = []
+    try:
+        with progress_bar("predict", len(items), enabled=progress) as bar:
+            for start in range(0, len(items), CHUNK):
+                values = model.predict_values(list(items[start : start + CHUNK]))
+                for k, v in enumerate(values):
+                    i = start + k
+                    row: dict[str, Any] = {"input": names[i], "value": float(v)}
+                    if truth is not None:
+                        row["true_value"] = float(truth[i])
+                        errors.append(float(v) - float(truth[i]))
+                    if writer is not None:
+                        writer.writerow([row["input"], f"{row['value']:.6g}",
+                                         *([f"{row['true_value']:.6g}"] if truth is not None else [])])
+                    elif handle is not None:
+                        handle.write(json.dumps(row) + "\n")
+                    if on_row is not None:
+                        on_row(row)
+                bar.advance(len(values))
+        if handle is not None and tmp is not None and output is not None:
+            handle.close()
+            os.chmod(tmp, user_mode())
+            os.replace(tmp, output)
+    finally:
+        if handle is not None and not handle.closed:
+            handle.close()
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+    summary: dict[str, Any] = {"rows": len(items)}
+    if errors:
+        e = np.asarray(errors)
+        summary.update(mae=float(np.abs(e).mean()), rmse=float(np.sqrt((e**2).mean())))
     return summary

@@ -17,7 +17,7 @@ from ..core.outdir import check_out
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import BackboneUnavailableError, TransferkitError
-from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, nce
+from ..methods.transferability import METRICS, NEEDS_SOURCE_HEAD, h_score, leep, logme, logme_evidence, nce
 from .html import write_html
 from .report import Column, ResultTable, Tabulated, decimal, duplicates_note, environment, percent, seconds
 
@@ -147,13 +147,19 @@ def _sample(train: np.ndarray, y: np.ndarray, max_samples: int | None, seed: int
 
 
 def score_features(
-    feats: np.ndarray, y: np.ndarray, source_logits: np.ndarray | None, metrics: Sequence[str] = METRICS
+    feats: np.ndarray, y: np.ndarray, source_logits: np.ndarray | None, metrics: Sequence[str] = METRICS,
+    regression: bool = False,
 ) -> tuple[dict[str, float | None], float]:
-    """Every requested score on one candidate's features; None where it needs a source head that is missing."""
+    """Every requested score on one candidate's features; None where it needs a source head that is missing, or
+    classes (a ``regression`` target has LogME only: the evidence of the linear model to the standardised target)."""
     import torch
 
     t0 = time.perf_counter()
     out: dict[str, float | None] = {}
+    if regression:
+        target = (y - y.mean()) / (y.std() or 1.0)
+        out = {m: (logme_evidence(feats, target)[0] if m == "logme" else None) for m in metrics}
+        return out, time.perf_counter() - t0
     probs = None
     if source_logits is not None:
         probs = torch.softmax(torch.from_numpy(source_logits).double(), dim=1).numpy()
@@ -190,6 +196,7 @@ def rank(
     encoding: str = "utf-8",
     test: Any = None,
     val: Any = None,
+    task: str = "auto",
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = True,
@@ -220,10 +227,12 @@ def rank(
     if out is not None:  # before any work: a folder transferkit may not write fails now
         check_out(out, overwrite=overwrite)
     split = SplitSpec(seed, val_size, test_size, per_class, max_test, dedupe)
-    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test, val).load(data)
+    ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
+    if ds.task == "regression" and by != "logme":
+        raise TransferkitError(f"by={by} scores classes; a regression target is scored by LogME (by=logme).")
     specs = parse_candidates(backbones, ds.modality, controls=controls)
     splits = split.make(ds)
-    idx = _sample(splits.train, ds.targets, max_samples, seed)
+    idx = _sample(splits.train, ds.targets if ds.task != "regression" else np.zeros(len(ds), int), max_samples, seed)
     verified = check_images(ds, idx, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     y = ds.targets[idx]
     rows: list[RankRow] = []
@@ -254,10 +263,12 @@ def rank(
 
             with torch.inference_mode():
                 logits = head.cpu()(torch.from_numpy(feats)).double().numpy()
-        row.scores, row.score_s = score_features(feats, y, logits)
-        if probe:
+        row.scores, row.score_s = score_features(feats, y, logits, regression=ds.task == "regression")
+        if probe and ds.task != "regression":
             row.probe_accuracy = held_out_probe(feats, y, len(ds.classes), seed)
-        if head is None:
+        if ds.task == "regression":
+            row.note = "a regression target: LogME only"
+        elif head is None:
             row.note = "LEEP/NCE n/a: no source classifier"
         rows.append(row)
         del bb, feats

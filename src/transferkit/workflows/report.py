@@ -33,6 +33,11 @@ def count(v: float) -> str:
     return f"{v:,.0f}"
 
 
+def significant(v: float) -> str:
+    """A value in the target's own units, four significant digits: ``0.01234``, ``12.35``, ``1.235e+04``."""
+    return f"{v:.4g}"
+
+
 def decimal(places: int) -> Format:
     """A plain number with ``places`` decimals."""
     return lambda v: f"{v:.{places}f}"

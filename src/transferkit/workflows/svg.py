@@ -107,13 +107,23 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], *
 
 
 def scatter(points: Sequence[tuple[float, float, str]], *, title: str, x_label: str, y_label: str,
-            log_x: bool = False) -> str:
-    """Labelled points; ``log_x`` plots log10 of x (ticks then read as powers of ten)."""
+            log_x: bool = False, diagonal: bool = False) -> str:
+    """Points, each labelled unless its label is empty (then small and in one colour); ``log_x`` plots log10 of x
+    (ticks then read as powers of ten); ``diagonal`` draws y = x (predicted against true)."""
     fx = (lambda v: math.log10(max(v, 1e-12))) if log_x else (lambda v: v)
     xs, ys = [fx(p[0]) for p in points], [p[1] for p in points]
-    ax = _Axes(xs, ys, x_label + (" (log10)" if log_x else ""), y_label, title)
+    both = (min(xs + ys), max(xs + ys))
+    ax = _Axes(xs, ys, x_label + (" (log10)" if log_x else ""), y_label, title,
+               y_range=both if diagonal else None, x_range=both if diagonal else None)
     body = ax.frame()
+    if diagonal:
+        body.append(f'<line x1="{ax.px(both[0]):.1f}" y1="{ax.py(both[0]):.1f}" x2="{ax.px(both[1]):.1f}" '
+                    f'y2="{ax.py(both[1]):.1f}" stroke="#999" stroke-dasharray="4 3"/>')
     for k, ((_, y, label), x) in enumerate(zip(points, xs, strict=True)):
+        if not label:
+            body.append(f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="2" fill="{PALETTE[0]}" '
+                        'fill-opacity="0.5"/>')
+            continue
         body.append(f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="5" fill="{PALETTE[k % 8]}"/>'
                     f'<text x="{ax.px(x) + 7:.1f}" y="{ax.py(y) - 6:.1f}">{escape(label)}</text>')
     return _svg(body, title)
