@@ -137,7 +137,9 @@ class Verdict:
                 f"{what.capitalize()} {self.metric} is {abs(self.diff):.1f} points {word} than {baseline} on this seed "
                 "(single seed: no confidence interval)."
             )
-        low, high = max(self.low, -100.0), min(self.high, 100.0)  # an accuracy difference lies in [-100, +100]
+        low, high = self.low, self.high
+        if self.metric == "accuracy":  # an accuracy difference lies in [-100, +100]; an R^2 one has no floor
+            low, high = max(low, -100.0), min(high, 100.0)
         few = " - too few seeds for a useful interval" if high - low > 50 else ""
         diff, span, n = f"{self.diff:+.1f} points", f"[{low:+.1f}, {high:+.1f}]", f"({self.seeds} seeds{few})"
         plain = (what, baseline) == ("transfer", "scratch")  # the words the transfer literature uses
