@@ -511,28 +511,6 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _collect_inputs(
-    model: Any, inputs: list[str], file: Path | None, text_column: str | None, label_column: str, encoding: str
-) -> tuple[list[Any], list[str], list[str] | None]:
-    """(items, display names, labels or None) from arguments or a CSV/JSONL file."""
-    from .data.sources import IMAGE_EXTENSIONS, read_table_file
-
-    if file is not None:
-        column = {"text_column": text_column} if model.modality == "text" else {"image_column": text_column}
-        table = read_table_file(file, label_column=label_column, encoding=encoding, require_labels=False, **column)
-        return list(table.items), [str(i) for i in table.items], table.labels
-    if model.modality == "text":
-        return list(inputs), list(inputs), None
-    items: list[Any] = []
-    for arg in inputs:
-        p = Path(arg)
-        if p.is_dir():
-            items += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            items.append(arg)
-    return items, items, None
-
-
 @app.command(cls=_Command)
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A saved model folder (e.g. runs/photos/model).")],
@@ -551,7 +529,7 @@ def predict(
     """Label + probability for each input with a saved model (streamed: inputs of any number)."""
     from .core.export import load
     from .core.progress import console
-    from .workflows.predict import check_output, predict_stream
+    from .workflows.predict import check_output, collect_inputs, predict_stream
 
     def show(row: dict[str, Any]) -> None:
         keys = ("input", "value") if "value" in row else ("input", "label", "probability")
@@ -565,7 +543,7 @@ def predict(
     try:
         target = check_output(output, overwrite) if output is not None else None
         model = load(model_dir)
-        items, names, labels = _collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
+        items, names, labels = collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
         if not items:
             raise TransferkitError("Nothing to predict: pass inputs or --file.")
         truth = None
