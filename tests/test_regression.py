@@ -140,8 +140,8 @@ def test_the_task_can_be_said_and_what_regression_does_not_do_yet(scores_csv, tm
     words.write_text("text,label\na,x\nb,y\n")
     assert_clean_failure(invoke("fit", words, "--task", "regression", "--out", tmp_path / "a"), "is not a number")
     assert_clean_failure(invoke("fit", scores_csv, "--task", "sideways"), "task='sideways'")
-    assert_clean_failure(invoke("fit", scores_csv, "--strategy", "finetune", "--out", tmp_path / "b"),
-                         "so far it trains with strategy linear-probe")
+    assert_clean_failure(invoke("fit", scores_csv, "--strategy", "finetune", "--calibrate", "--out", tmp_path / "b"),
+                         "which --calibrate (it scales class probabilities) does not take")
     for command in ("compare", "distill"):
         extra = ["--teacher", f"hf:{bert_dir}"] if command == "distill" else []
         assert_clean_failure(invoke(command, scores_csv, *extra, "--out", tmp_path / command),

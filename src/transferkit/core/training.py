@@ -49,6 +49,9 @@ class TrainConfig:
     """frozen: every BatchNorm normalises with its pretrained running statistics (its scale/shift still train),
     the safe choice for small batches and for LP-FT; train: trainable blocks update them from each batch.
     BatchNorm in frozen blocks always keeps its statistics."""
+    regression_loss: Literal["huber", "mse"] = "huber"
+    """Loss for a numeric target, on the target standardised over the training split: huber (delta 1 standard
+    deviation, robust to a few far-off targets) or mse."""
 
     def __post_init__(self) -> None:
         from .config import validate_config
@@ -73,6 +76,7 @@ class EpochRecord:
     train_loss: float
     val_loss: float
     val_accuracy: float
+    """Validation accuracy, or for a numeric target validation R^2."""
     lr: dict[str, float]
     seconds: float
 
@@ -102,6 +106,13 @@ def class_weight_vector(y: np.ndarray, num_classes: int, mode: str) -> torch.Ten
         return None
     w = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, reduction: str = "mean") -> torch.Tensor:
+    """Huber (delta 1) or squared error between predictions and targets (both standardised)."""
+    if kind == "mse":
+        return nn.functional.mse_loss(pred, target, reduction=reduction)
+    return nn.functional.huber_loss(pred, target, reduction=reduction, delta=1.0)
 
 
 def set_batchnorm_eval(model: nn.Module, all_layers: bool = False) -> None:
@@ -161,14 +172,23 @@ class Trainer:
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _evaluate(self, items: Sequence[Any], y: torch.Tensor, gen: torch.Generator) -> tuple[float, float]:
+        """(mean loss, accuracy) on ``items``; for a numeric target (float ``y``) (mean loss, R^2)."""
         self.model.eval()
-        loss, correct = 0.0, 0
+        regression = y.is_floating_point()
+        loss, correct, sse = 0.0, 0, 0.0
         with torch.inference_mode():
             for start in range(0, len(items), 64):
                 logits = self.model(self._to_device(self.batcher(items[start : start + 64], False, gen))).float()
                 yb = y[start : start + 64].to(self.device)
-                loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
-                correct += int((logits.argmax(1) == yb).sum())
+                if regression:
+                    loss += float(regression_loss(logits[:, 0], yb, self.config.regression_loss, "sum"))
+                    sse += float(((logits[:, 0] - yb) ** 2).sum())
+                else:
+                    loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+                    correct += int((logits.argmax(1) == yb).sum())
+        if regression:
+            total = float(((y - y.mean()) ** 2).sum())
+            return loss / len(items), 1.0 - sse / total if total > 0 else 0.0
         return loss / len(items), correct / len(items)
 
     def fit(
@@ -182,6 +202,7 @@ class Trainer:
         stop_after: int | None = None,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         initial_val_accuracy: float | None = None,
+        regression: bool = False,
     ) -> TrainResult:
         """Train, keep the best validation epoch's weights in ``model``, and return the learning curve.
 
@@ -191,6 +212,8 @@ class Trainer:
         ``initial_val_accuracy`` (the starting weights' validation accuracy, already known) makes the starting weights
         a candidate, kept unless an epoch is strictly better: LP-FT whose fine-tune never beats its own linear probe
         returns the probe (``best_epoch`` -1).
+        ``regression``: the targets are numbers (the model's one output is fitted to them with ``regression_loss``,
+        epochs kept by validation R^2); pass them standardised.
         """
         cfg = self.config
         if cfg.bn_stats not in ("frozen", "train"):
@@ -198,8 +221,15 @@ class Trainer:
         self.model.to(self.device)
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        yt, yv = torch.from_numpy(train_y).long(), torch.from_numpy(val_y).long()
-        if loss is None:
+        if regression:
+            yt, yv = torch.from_numpy(train_y).float(), torch.from_numpy(val_y).float()
+        else:
+            yt, yv = torch.from_numpy(train_y).long(), torch.from_numpy(val_y).long()
+        if loss is None and regression:
+
+            def loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+                return regression_loss(logits[:, 0], yt[idx].to(self.device), cfg.regression_loss)
+        elif loss is None:
             weights = class_weight_vector(train_y, num_classes, cfg.class_weights)
             ce = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(self.device))
 
@@ -268,10 +298,8 @@ class Trainer:
             if self.progress and dist.is_main:
                 from .progress import console
 
-                console.print(
-                    f"epoch {rec.epoch}: train loss {rec.train_loss:.4f}, val loss {val_loss:.4f}, "
-                    f"val accuracy {val_acc:.2%}"
-                )
+                score = f"val R^2 {val_acc:.3f}" if regression else f"val accuracy {val_acc:.2%}"
+                console.print(f"epoch {rec.epoch}: train loss {rec.train_loss:.4f}, val loss {val_loss:.4f}, {score}")
             if val_acc > result.best_val_accuracy:
                 result.best_epoch, result.best_val_accuracy = epoch, val_acc
                 best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

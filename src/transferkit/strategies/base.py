@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from ..backbones.base import Backbone
 from ..core.config import check_options
@@ -172,6 +173,11 @@ def train_and_predict(
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
     """Run the training loop on the train/val splits, then predict the test split.
 
+    A numeric target (``ds.task == "regression"``) trains the model's one output on the target standardised over
+    the training split: the head must come in standardised units (see ``TargetScale``) and leaves in the target's,
+    before ``before_test``; the returned test array then holds predicted values (N,), and the learning curve's
+    ``val_accuracy`` is validation R^2.
+
     ``extra_items`` join the training items with label -1 (unlabelled; only a custom ``loss`` can use them).
     ``initial_val_accuracy`` makes the starting weights a candidate (see ``Trainer.fit``); ``before_test`` gets the
     ``TrainResult`` once every choice is made, before the test split is predicted.
@@ -199,7 +205,11 @@ def train_and_predict(
         identity=run_identity(model, ds, splits, config),
         on_epoch_end=log,
     )
+    regression = ds.task == "regression"
     y = ds.targets
+    scale = TargetScale.of(y[splits.train]) if regression else None
+    if scale is not None:
+        y = scale.standardise(y)
     items, train_y = ds.take(splits.train), y[splits.train]
     if extra_items:
         items = list(items) + list(extra_items)
@@ -215,18 +225,22 @@ def train_and_predict(
             stop_after=ctx.stop_after,
             loss=loss,
             initial_val_accuracy=initial_val_accuracy,
+            regression=regression,
         )
     finally:
         if log is not None:
             log.close()
+    if scale is not None:
+        scale.to_target_units(model.head)
     if before_test is not None:
         before_test(result)
     model.eval()
     t1 = time.perf_counter()
-    test_proba = np.asarray(model.predict_proba(ds.take(splits.test)))
+    test = ds.take(splits.test)
+    test_out = np.asarray(model.predict_values(test) if regression else model.predict_proba(test))
     info = {
         "best_epoch": result.best_epoch + 1,  # 0: the starting weights (see initial_val_accuracy)
-        "val_accuracy": result.best_val_accuracy,
+        ("val_r2" if regression else "val_accuracy"): result.best_val_accuracy,
         "epochs_run": len(result.history),
         "resumed_from_epoch": result.resumed_from,
         "learning_curve": [asdict(r) for r in result.history],
@@ -238,4 +252,34 @@ def train_and_predict(
             "train": len(result.history) * len(items),
         },
     }
-    return test_proba, info, {"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1}
+    if scale is not None:
+        info["target_scale"] = {"mean": scale.mean, "std": scale.std}
+    return test_out, info, {"train_s": t1 - t0, "predict_test_s": time.perf_counter() - t1}
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """A numeric target's mean and standard deviation over the training split: fine-tuning (and its checkpoints)
+    work in standardised units, the saved model in the target's own."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, y: np.ndarray) -> TargetScale:
+        return cls(float(np.mean(y)), float(np.std(y)) or 1.0)
+
+    def standardise(self, y: np.ndarray) -> np.ndarray:
+        return (np.asarray(y, dtype=np.float64) - self.mean) / self.std
+
+    def to_standard_units(self, head: Any) -> None:
+        """Make a linear head that outputs the target output it standardised."""
+        with torch.no_grad():
+            head.bias.sub_(self.mean).div_(self.std)
+            head.weight.div_(self.std)
+
+    def to_target_units(self, head: Any) -> None:
+        """Make a linear head that outputs the standardised target output the target itself."""
+        with torch.no_grad():
+            head.weight.mul_(self.std)
+            head.bias.mul_(self.std).add_(self.mean)

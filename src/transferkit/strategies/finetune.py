@@ -18,12 +18,12 @@ from torch import nn
 
 from ..backbones.base import Backbone
 from ..core.config import validate_config
-from ..core.heads import fit_linear_probe, linear_head
+from ..core.heads import fit_linear_probe, fit_ridge, linear_head
 from ..core.model import TransferModel
 from ..core.training import ParamGroup, TrainConfig
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
-from .base import RunContext, StrategyResult, register_strategy, split_features, train_and_predict
+from .base import RunContext, StrategyResult, TargetScale, register_strategy, split_features, train_and_predict
 
 
 def parse_unfreeze(value: str, n_blocks: int | None = None) -> tuple[str, int]:
@@ -67,8 +67,9 @@ class FinetuneConfig(TrainConfig):
     """LP-FT: fit the linear probe on frozen features first and start fine-tuning from that head; the probe is then
     a candidate too, and is what is kept (refit on train + val, as ``linear-probe`` does) unless a fine-tuned epoch
     beats it on validation by ``keep_margin``. Off: a fresh random head."""
-    augment: bool = True
-    """Random resized crops and flips for images during training."""
+    augment: bool | None = None
+    """Random resized crops and flips for images during training (None: on for classes, off for a numeric target,
+    where a flip or crop can change the very quantity to predict, e.g. an angle or a position)."""
 
     def __post_init__(self) -> None:
         validate_config(self, "finetune")
@@ -78,6 +79,17 @@ def clearly_better(only_a: int, only_b: int, margin: float) -> bool:
     """A beats B on the same items by more than ``margin`` standard errors of the paired difference (McNemar's
     statistic: items only A gets right minus items only B gets right, over the square root of their sum)."""
     return only_a - only_b > margin * math.sqrt(only_a + only_b)
+
+
+def clearly_lower(errors_a: np.ndarray, errors_b: np.ndarray, margin: float, floor: float = 0.005) -> bool:
+    """A's per-item errors are lower than B's on the same items by more than ``margin`` standard errors of their
+    paired difference, and by at least ``floor`` x B's mean error (the cached features and a live forward pass
+    differ by float rounding of one sign, which alone would pass a paired test)."""
+    a, b = np.asarray(errors_a, dtype=np.float64), np.asarray(errors_b, dtype=np.float64)
+    d = b - a
+    if d.mean() <= floor * b.mean():
+        return False
+    return len(d) < 2 or bool(d.mean() > margin * d.std(ddof=1) / math.sqrt(len(d)))
 
 
 def freeze(module: nn.Module) -> None:
@@ -93,6 +105,8 @@ def unfreeze(module: nn.Module) -> None:
 class Finetune:
     name = "finetune"
     Config = FinetuneConfig
+    numeric_targets = True
+    """Trains a regression head on a numeric target too."""
 
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: FinetuneConfig, ctx: RunContext
@@ -101,22 +115,27 @@ class Finetune:
         mode, n = parse_unfreeze(config.unfreeze, len(blocks))
         torch.manual_seed(ctx.seed)
         y = ds.targets
+        regression = ds.task == "regression"
+        score = "val_r2" if regression else "val_accuracy"
+        augment = (not regression) if config.augment is None else config.augment
         t0 = time.perf_counter()
-        info: dict[str, Any] = {"unfreeze": config.unfreeze}
-        head = linear_head(backbone.feature_dim, len(ds.classes))
+        info: dict[str, Any] = {"unfreeze": config.unfreeze, "augment": augment}
+        head = linear_head(backbone.feature_dim, 1 if regression else len(ds.classes))
         stats: dict[str, float] = {}
         probe = None
         feats: dict[str, Any] = {}
         if config.lp_ft:
             feats, _ = split_features(backbone, ds, splits, ctx, ("train", "val"), stats=stats, label="LP-FT ")
-            probe = fit_linear_probe(
-                feats["train"], y[splits.train], feats["val"], y[splits.val], len(ds.classes), refit_on_val=False
-            )
+            fit_args = (feats["train"], y[splits.train], feats["val"], y[splits.val])
+            probe = (fit_ridge(*fit_args, refit_on_val=False) if regression
+                     else fit_linear_probe(*fit_args, len(ds.classes), refit_on_val=False))
             head = probe.head
-            info["probe_val_accuracy"] = probe.val_accuracy
+            info[f"probe_{score}"] = probe.val_accuracy
         t_lp = time.perf_counter() - t0
-        model = TransferModel(backbone, head, ds.classes)
+        model = TransferModel(backbone, head, [] if regression else ds.classes, ds.task)
         start = {k: v.detach().clone() for k, v in model.state_dict().items()} if probe is not None else None
+        if regression and probe is not None:  # training works in standardised units (a fresh head starts in them)
+            TargetScale.of(y[splits.train]).to_standard_units(head)
         groups = self._groups(backbone, blocks, head, mode, n, config)
         top_first = list(range(len(blocks)))[::-1]
 
@@ -138,7 +157,7 @@ class Finetune:
             unfreeze(head)
 
         def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
-            return backbone.prepare(items, augment=train and config.augment, generator=gen)
+            return backbone.prepare(items, augment=train and augment, generator=gen)
 
         held_out: dict[str, np.ndarray] = {}  # the kept model's validation probabilities, where known
 
@@ -148,7 +167,11 @@ class Finetune:
             if probe is None or start is None:
                 return
             y_val = y[splits.val]
-            if result.best_epoch >= 0:
+            if regression:
+                reason = keep_regression(result)
+                if reason is None:
+                    return
+            elif result.best_epoch >= 0:
                 with torch.no_grad():
                     probe_right = probe.head(torch.from_numpy(feats["val"])).argmax(1).numpy() == y_val
                 held_out["val"] = np.asarray(model.predict_proba(ds.take(splits.val)))
@@ -165,17 +188,35 @@ class Finetune:
             else:
                 reason = f"no fine-tuned epoch beat the linear probe on validation ({probe.val_accuracy:.2%})"
             model.load_state_dict(start)
-            refit = fit_linear_probe(feats["train"], y[splits.train], feats["val"], y_val, len(ds.classes))
+            fit_args = (feats["train"], y[splits.train], feats["val"], y_val)
+            refit = fit_ridge(*fit_args) if regression else fit_linear_probe(*fit_args, len(ds.classes))
             with torch.no_grad():
                 head.load_state_dict(refit.head.state_dict())
-            if refit.val_logits is not None:  # held out: before the refit on train + val
+            if refit.val_logits is not None and not regression:  # held out: before the refit on train + val
                 held_out["val"] = torch.from_numpy(refit.val_logits).softmax(1).numpy()
             info["kept"] = "linear-probe"
             info["kept_reason"] = (
                 f"{reason}; the saved model is the probe (refit on train + val), the backbone unchanged"
             )
 
-        test_proba, train_info, timings = train_and_predict(
+        def keep_regression(result: Any) -> str | None:
+            """None if the fine-tune clearly lowered the probe's per-item validation squared error, else why not."""
+            assert probe is not None and probe.val_logits is not None
+            if result.best_epoch < 0:
+                return f"no fine-tuned epoch beat the ridge probe's validation R^2 ({probe.val_accuracy:.3f})"
+            y_val = y[splits.val]
+            ft_err = (model.predict_values(ds.take(splits.val)) - y_val) ** 2
+            probe_err = (probe.val_logits[:, 0] - y_val) ** 2
+            info["val_paired"] = {"finetune_mse": float(ft_err.mean()), "probe_mse": float(probe_err.mean())}
+            if clearly_lower(ft_err, probe_err, config.keep_margin):
+                return None
+            return (
+                f"the best fine-tuned epoch's validation squared error ({ft_err.mean():.4g}) was not lower than the "
+                f"ridge probe's ({probe_err.mean():.4g}) by more than {config.keep_margin:g} standard error(s) of "
+                "their paired difference (and 0.5 %)"
+            )
+
+        test_out, train_info, timings = train_and_predict(
             model,
             groups,
             batcher,
@@ -187,16 +228,21 @@ class Finetune:
             initial_val_accuracy=probe.val_accuracy if probe is not None else None,
             before_test=before_test,
         )
+        if info.get("kept") == "linear-probe" and regression:
+            info["kept_reason"] = info["kept_reason"].replace("the probe (refit", "the ridge probe (refit")
         if info.get("kept") != "linear-probe":
             backbone.mark_changed()
             info["kept"] = "finetune"
         info.update(train_info, blocks=len(blocks), cache_saved_s=stats.get("saved_s", 0.0))
         if info["kept"] == "linear-probe" and probe is not None:  # the kept model's score is what selection sees
-            info["finetune_val_accuracy"], info["val_accuracy"] = info["val_accuracy"], probe.val_accuracy
+            info[f"finetune_{score}"], info[score] = info[score], probe.val_accuracy
         if probe is not None:  # the LP stage's extraction of train and val
             info["work"]["forward"] += len(splits.train) + len(splits.val)
         timings["lp_s"] = t_lp
-        return StrategyResult(model=model, test_proba=test_proba, info=info, timings=timings,
+        if regression:
+            return StrategyResult(model=model, test_proba=np.empty((len(test_out), 0)), info=info,
+                                  timings=timings, test_values=test_out)
+        return StrategyResult(model=model, test_proba=test_out, info=info, timings=timings,
                               val_proba=held_out.get("val"))
 
     @staticmethod

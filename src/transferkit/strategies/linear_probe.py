@@ -52,6 +52,8 @@ def cv_folds(y_pool: np.ndarray, splits: Splits) -> int:
 class LinearProbe:
     name = "linear-probe"
     Config = LinearProbeConfig
+    numeric_targets = True
+    """Trains a regression head on a numeric target too."""
     defers_backbone = True
     """Uses the backbone only for features missing from the cache: it may get a deferred one."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..backbones.adapters import adapter_parameters, default_targets, inject_lora
@@ -44,6 +45,8 @@ class LoraStrategyConfig(TrainConfig):
 class Lora:
     name = "lora"
     Config = LoraStrategyConfig
+    numeric_targets = True
+    """Trains a regression head on a numeric target too."""
 
     def run(
         self, backbone: Backbone, ds: Dataset, splits: Splits, config: LoraStrategyConfig, ctx: RunContext
@@ -65,17 +68,21 @@ class Lora:
         adapters = adapter_parameters(backbone)
         for p in adapters:
             p.requires_grad_(True)
-        head = linear_head(backbone.feature_dim, len(ds.classes))
-        model = TransferModel(backbone, head, ds.classes)
+        regression = ds.task == "regression"  # the fresh head starts in standardised units (see train_and_predict)
+        head = linear_head(backbone.feature_dim, 1 if regression else len(ds.classes))
+        model = TransferModel(backbone, head, [] if regression else ds.classes, ds.task)
         groups = [ParamGroup("head", list(head.parameters()), config.lr), ParamGroup("lora", adapters, config.lr)]
 
         def batcher(items: list[Any], train: bool, gen: torch.Generator) -> Any:
             return backbone.prepare(items, augment=False, generator=gen)
 
-        test_proba, info, timings = train_and_predict(model, groups, batcher, config, ds, splits, ctx)
+        test_out, info, timings = train_and_predict(model, groups, batcher, config, ds, splits, ctx)
         backbone.mark_changed(full=False)
         info.update(target_modules=targets, adapter_parameters=sum(p.numel() for p in adapters))
-        return StrategyResult(model=model, test_proba=test_proba, info=info, timings=timings)
+        if regression:
+            return StrategyResult(model=model, test_proba=np.empty((len(test_out), 0)), info=info, timings=timings,
+                                  test_values=test_out)
+        return StrategyResult(model=model, test_proba=test_out, info=info, timings=timings)
 
 
 register_strategy(Lora())

@@ -162,11 +162,8 @@ def fit(
         strat = STRATEGIES.get(strategy)
         config = make_config(strat, strategy_options)
     ds = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
-    if ds.task == "regression" and (strategy != "linear-probe" or calibrate):
-        raise TransferkitError(
-            f"{ds.name} has a numeric target (regression): so far it trains with strategy linear-probe (ridge), "
-            "without --calibrate; pass --task classification if its numbers are class codes."
-        )
+    if ds.task == "regression":
+        check_numeric_target(ds.name, strategy, calibrate)
     if strategy == "auto":
         if resume:
             raise TransferkitError(
@@ -354,6 +351,22 @@ def _fit_auto(
     return result
 
 
+def numeric_strategies() -> list[str]:
+    """The strategies that train on a numeric target (they declare ``numeric_targets``)."""
+    return [name for name in STRATEGIES.names() if getattr(STRATEGIES.get(name), "numeric_targets", False)]
+
+
+def check_numeric_target(name: str, strategy: str, calibrate: bool = False) -> None:
+    """One sentence if ``strategy`` (or ``calibrate``) does not apply to a numeric target."""
+    allowed = [*numeric_strategies(), "auto"]
+    if strategy not in allowed or calibrate:
+        what = "--calibrate (it scales class probabilities)" if calibrate else f"strategy {strategy}"
+        raise TransferkitError(
+            f"{name} has a numeric target (regression), which {what} does not take; it trains with "
+            f"{', '.join(allowed)}. Pass --task classification if its numbers are class codes."
+        )
+
+
 def val_score(info: dict[str, Any]) -> float:
     """What a run is chosen by on validation: its accuracy, or for a regression target its R^2."""
     return float(info.get("val_accuracy", info.get("val_r2", float("nan"))))
@@ -452,7 +465,11 @@ def notes(record: dict[str, Any]) -> list[str]:
     out = layout_note(data.get("layout", ""), data.get("splits", {}).get("given", []))
     out += duplicates_note(data.get("duplicates", 0))
     if data.get("task") == "regression":
-        out.append("The labels are numbers: they were fitted as a regression target (ridge on the features; "
+        info = record.get("strategy_info", {})
+        how = ("ridge on the features" if info.get("head") == "ridge" or info.get("kept") == "linear-probe" else
+               f"a one-output head trained with the {record.get('config', {}).get('regression_loss', 'huber')} loss "
+               "on the standardised target")
+        out.append(f"The labels are numbers: they were fitted as a regression target ({how}; "
                    "--task classification treats them as class names).")
     info = record.get("strategy_info", {})
     if info.get("kept") == "linear-probe" and record.get("strategy") != "linear-probe":

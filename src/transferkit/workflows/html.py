@@ -264,11 +264,12 @@ def _curves(infos: dict[str, dict[str, Any]]) -> str:
             [("train loss", epochs, [e["train_loss"] for e in curve]),
              ("val loss", epochs, [e["val_loss"] for e in curve])],
             title=f"{name}: loss", x_label="epoch", y_label="loss"))
-        accs = [e["val_accuracy"] for e in curve]
+        accs = [e["val_accuracy"] for e in curve]  # validation R^2 for a numeric target
+        what = "R^2" if "val_r2" in info else "accuracy"
         marks = [(float(best), accs[best - 1], f"kept (epoch {best})")] if best and best <= len(accs) else []
         kept = " (the starting weights kept)" if best == 0 else ""
-        charts.append(svg.line_chart([("val accuracy", epochs, accs)], title=f"{name}: validation accuracy{kept}",
-                                     x_label="epoch", y_label="accuracy", marks=marks))
+        charts.append(svg.line_chart([(f"val {what}", epochs, accs)], title=f"{name}: validation {what}{kept}",
+                                     x_label="epoch", y_label=what, marks=marks))
     return f'<div class="charts">{"".join(charts)}</div>' if charts else ""
 
 
