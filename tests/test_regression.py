@@ -142,14 +142,12 @@ def test_the_task_can_be_said_and_what_regression_does_not_do_yet(scores_csv, tm
     assert_clean_failure(invoke("fit", scores_csv, "--task", "sideways"), "task='sideways'")
     assert_clean_failure(invoke("fit", scores_csv, "--strategy", "finetune", "--calibrate", "--out", tmp_path / "b"),
                          "which --calibrate (it scales class probabilities) does not take")
-    for command in ("compare", "distill"):
-        extra = ["--teacher", f"hf:{bert_dir}"] if command == "distill" else []
-        assert_clean_failure(invoke(command, scores_csv, *extra, "--out", tmp_path / command),
-                             "handles classification only so far")
+    assert_clean_failure(invoke("distill", scores_csv, "--teacher", f"hf:{bert_dir}", "--out", tmp_path / "distill"),
+                         "handles classification only so far")
     assert_clean_failure(invoke("rank", scores_csv, "--backbones", f"hf:{bert_dir}", "--by", "leep"),
                          "a regression target is scored by LogME")
     r = invoke("rank", scores_csv, "--backbones", f"hf:{bert_dir}", "--quiet", "--out", tmp_path / "rank")
     assert r.exit_code == 0, r.output
     row = json.loads((tmp_path / "rank" / "rank.json").read_text())["rows"][0]
     assert row["scores"]["logme"] is not None and row["scores"]["hscore"] is None
-    assert not any((tmp_path / n).exists() for n in ("a", "b", "compare", "distill"))
+    assert not any((tmp_path / n).exists() for n in ("a", "b", "distill"))

@@ -4,6 +4,7 @@ Images: the better on validation of ``SmallCNN`` (32 or 64 px, translation augme
 and logistic regression on the leading principal components of raw pixels (which, unlike a CNN, does not care
 whether pixels keep their neighbours).
 Texts: TF-IDF (word 1-2 grams) + logistic regression with C chosen on validation, refit on train + val.
+A numeric target's control (``regression_control``) runs the same CNN with one linear output (``regressor``).
 
 The CNN's budget is a number of epochs, fixed or derived from a work budget in FLOPs (the transfer run's own cost,
 counted the same way on every machine) or, optionally, from seconds. Its learning rate decays per epoch by a
@@ -142,10 +143,13 @@ def epochs_for_work(
 
 
 class _CNNRun:
-    """The control CNN as a resumable run: epoch e always trains at lr x decay**e on the seed's data order."""
+    """The control CNN as a resumable run: epoch e always trains at lr x decay**e on the seed's data order.
+    ``regressor``: one output trained with the Huber loss (delta 1) on a standardised target, not cross-entropy."""
 
-    def __init__(self, num_classes: int, seed: int, config: ScratchConfig, state: dict[str, Any] | None) -> None:
-        self.config = config
+    def __init__(
+        self, num_classes: int, seed: int, config: ScratchConfig, state: dict[str, Any] | None, regressor: bool = False
+    ) -> None:
+        self.config, self.regressor = config, regressor
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = SmallCNN(num_classes)
@@ -159,9 +163,11 @@ class _CNNRun:
             self.rng = state["torch_rng"]
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class indices, or the regressor's (standardised) values."""
         self.model.eval()
         with torch.no_grad():
-            return torch.cat([self.model(_norm(b)).argmax(1) for b in x.split(256)])
+            out = torch.cat([self.model(_norm(b)) for b in x.split(256)])
+        return out[:, 0] if self.regressor else out.argmax(1)
 
     def train_epoch(self, epoch: int, x: torch.Tensor, y: torch.Tensor) -> None:
         for g in self.opt.param_groups:
@@ -173,7 +179,12 @@ class _CNNRun:
             for idx in torch.randperm(len(y), generator=self.gen).split(self.config.batch_size):
                 self.opt.zero_grad()
                 xb = _shift(_norm(x[idx]), self.gen, pad=max(2, size // 16))
-                nn.functional.cross_entropy(self.model(xb), y[idx]).backward()
+                out = self.model(xb)
+                if self.regressor:
+                    loss = nn.functional.huber_loss(out[:, 0], y[idx], delta=1.0)
+                else:
+                    loss = nn.functional.cross_entropy(out, y[idx])
+                loss.backward()
                 self.opt.step()
             self.rng = torch.get_rng_state()
 
@@ -236,20 +247,34 @@ def _target_epochs(
 
 
 def _image_control(
-    ds: Dataset, splits: Splits, seed: int, config: ScratchConfig, progress: bool, cache_root: Path | None
+    ds: Dataset,
+    splits: Splits,
+    seed: int,
+    config: ScratchConfig,
+    progress: bool,
+    cache_root: Path | None,
+    regressor: bool = False,
 ) -> ControlResult:
+    """The better on validation of pixel model and cached CNN; ``regressor``: ridge and one output, scored by R^2."""
     t0 = time.perf_counter()
     size = _pick_size(ds, splits.train)
     settings = {
         k: v for k, v in asdict(config).items() if k in ("lr", "lr_decay", "batch_size")
     } | {"input_px": size, "model": "SmallCNN(32)"}
+    if regressor:
+        from .regression_control import cnn_target, ridge_pixels
+
+        settings["target"] = "huber(1) on standardised values"
+        (y, score, stored), pixel_model, key, n_classes = cnn_target(ds, splits), ridge_pixels, "val_r2", 1
+    else:
+        y = torch.from_numpy(ds.targets)
+        pixel_model, key, n_classes = train_scratch_pixels, "val_accuracy", len(ds.classes)
+        score, stored = (lambda p: float((p == y[splits.val]).float().mean())), (lambda p: p.tolist())
     cache = ControlCache(cache_root, control_key(ds, splits, seed, settings))
     flops_store = cache_root / "flops.json" if cache_root is not None else None
     record = cache.read()
     status = "hit" if record is not None else "miss"
     xs: dict[str, torch.Tensor] | None = None
-    y = torch.from_numpy(ds.targets)
-    n_classes = len(ds.classes)
 
     def decoded() -> dict[str, torch.Tensor]:
         nonlocal xs
@@ -264,17 +289,17 @@ def _image_control(
         record = {
             "input_px": size,
             "decode_s": decode_s,
-            "pixels": train_scratch_pixels(ds, splits, decoded(), seed),
-            "val_accuracy": [],
+            "pixels": pixel_model(ds, splits, decoded(), seed),
+            key: [],
             "epoch_s": [],
             "test_pred": {},
         }
     target = _target_epochs(config, record, splits, n_classes, flops_store)
-    trained = len(record["val_accuracy"])
+    trained = len(record[key])
     if target is None or target > trained:
         if status == "hit":
             status = "extended"
-        run = _CNNRun(n_classes, seed, config, cache.state() if trained else None)
+        run = _CNNRun(n_classes, seed, config, cache.state() if trained else None, regressor)
         x = decoded()
         total = target if target is not None else config.max_epochs
         with progress_bar("scratch CNN epochs", total, enabled=progress) as bar:
@@ -283,10 +308,11 @@ def _image_control(
             while epoch < total:
                 te = time.perf_counter()
                 run.train_epoch(epoch, x["train"], y[splits.train])
-                acc = float((run.predict(x["val"]) == y[splits.val]).float().mean())
-                if acc > max(record["val_accuracy"], default=-1.0):  # a new best: keep its test predictions
-                    record["test_pred"][str(epoch)] = run.predict(x["test"]).tolist()
-                record["val_accuracy"].append(acc)
+                acc = score(run.predict(x["val"]))
+                # a new best (or the first epoch: an R^2 can start below -1) keeps its test predictions
+                if acc > max(record[key], default=-1.0) or not record["test_pred"]:
+                    record["test_pred"][str(epoch)] = stored(run.predict(x["test"]))
+                record[key].append(acc)
                 record["epoch_s"].append(time.perf_counter() - te)
                 epoch += 1
                 bar.advance()
@@ -297,9 +323,11 @@ def _image_control(
                         bar.set_total(total)
         cache.write(record, run.state())
     assert target is not None
-    curve = record["val_accuracy"][:target]
+    curve = record[key][:target]
     best_epoch = int(np.argmax(curve))  # the first best: always an epoch whose test predictions were kept
     pixels = record["pixels"]
+    pixel_name = pixels.get("name", f"logistic regression on raw pixels ({size}px)")
+    cnn_name = f"small CNN from random init ({size}px{', linear output' if regressor else ''})"
     f, cnn_params = _cnn_shape(size, n_classes, flops_store)
     flops = f * (target * (3 * len(splits.train) + len(splits.val)) + len(splits.test))
     cost_s = record["decode_s"] + pixels["seconds"] + sum(record["epoch_s"][:target])
@@ -307,10 +335,7 @@ def _image_control(
         "cnn_epochs": target,
         "cnn_best_epoch": best_epoch + 1,
         "input_px": size,
-        "candidates": {
-            f"logistic regression on raw pixels ({size}px)": pixels["val_accuracy"],
-            f"small CNN from random init ({size}px)": curve[best_epoch],
-        },
+        "candidates": {pixel_name: pixels[key], cnn_name: curve[best_epoch]},
         "cache": status,
         "cost_s": cost_s,
         "cnn_flops": flops,
@@ -319,20 +344,21 @@ def _image_control(
         common["work_budget_flops"] = config.work_budget
     if config.time_budget_s is not None:
         common["time_budget_s"] = config.time_budget_s
-    if curve[best_epoch] > pixels["val_accuracy"]:  # the simpler model wins ties
+    if curve[best_epoch] > pixels[key]:  # the simpler model wins ties
         return ControlResult(
             np.asarray(record["test_pred"][str(best_epoch)]),
-            f"small CNN from random init ({size}px)",
+            cnn_name,
             cnn_params,
             time.perf_counter() - t0,
-            {"val_accuracy": curve[best_epoch], **common},
+            {key: curve[best_epoch], **common},
         )
+    chosen = {k: pixels[k] for k in (("alpha", "components") if regressor else ("C",))}
     return ControlResult(
         np.asarray(pixels["test_pred"]),
-        f"logistic regression on raw pixels ({size}px)",
+        pixel_name,
         int(pixels["trainable_parameters"]),
         time.perf_counter() - t0,
-        {"val_accuracy": pixels["val_accuracy"], "C": pixels["C"], **common},
+        {key: pixels[key], **chosen, **common},
     )
 
 
@@ -393,11 +419,11 @@ def run_scratch(
     from ..core.features import default_cache_dir
 
     config = config or ScratchConfig()
+    root = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
     if ds.task == "regression":
         from .regression_control import regression_control
 
-        return regression_control(ds, splits, seed)
-    root = (Path(cache_dir) if cache_dir else default_cache_dir()) if use_cache else None
+        return regression_control(ds, splits, seed, config, progress, root)
     if ds.modality == "text":
         return _text_control(ds, splits, seed, root)
     return _image_control(ds, splits, seed, config, progress, root)

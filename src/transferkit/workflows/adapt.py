@@ -252,7 +252,8 @@ def adapt(
     ds = reading.load(source)
     if ds.task == "regression":
         raise TransferkitError(
-            "adapt handles classification only so far; a regression target trains with fit (linear-probe)."
+            "adapt handles classification only so far; a numeric target trains with fit or compare (linear-probe, "
+            "finetune, lora)."
         )
     items = load_unlabelled(target, ds.modality, target_column or text_column or image_column, encoding)
     if len(items) < 10:

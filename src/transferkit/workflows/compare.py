@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..backbones import create_backbone
-from ..core.evaluation import Verdict, classification_metrics, mean_ci, verdict
+from ..core.evaluation import Verdict, classification_metrics, mean_ci, regression_metrics, verdict
 from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
@@ -22,18 +22,20 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
-from .evidence import test_evidence
+from .evidence import regression_evidence, test_evidence
 from .html import write_html
 from .report import (
     Column,
     ResultTable,
     Tabulated,
     count,
+    decimal_ci,
     duplicates_note,
     environment,
     layout_note,
     percent_ci,
     seconds,
+    significant_ci,
 )
 
 SCRATCH = "scratch"
@@ -49,7 +51,12 @@ class CompareResult(Tabulated):
     model: TransferModel | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     test: Any = field(default=None, repr=False)
-    """The saved model's (test indices, test probabilities): the first seed's."""
+    """The saved model's (test indices, test probabilities, or predicted values for a numeric target): the first
+    seed's."""
+
+    @property
+    def task(self) -> str:
+        return str(self.meta.get("task", "classification"))
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> CompareResult:
@@ -62,15 +69,14 @@ class CompareResult(Tabulated):
         return cls(record["runs"], verdicts, record["best"], None, meta)
 
     def summary(self) -> list[dict[str, Any]]:
+        """Per model: each test metric as (mean, low, high) over the seeds, clipped to its range; mean wall time."""
         rows = []
         for name in [*self.verdicts, SCRATCH]:
             runs = [r for r in self.runs if r["model"] == name]
-            acc, f1 = (_clip(mean_ci([r[k] for r in runs])) for k in ("accuracy", "macro_f1"))
             rows.append(
                 {
                     "model": name,
-                    "accuracy": acc,
-                    "macro_f1": f1,
+                    **{k: _clip(mean_ci([r[k] for r in runs]), *bounds) for k, bounds in METRICS[self.task]},
                     "wall_s": sum(r["wall_s"] for r in runs) / len(runs),
                     "trainable_parameters": runs[0]["trainable_parameters"],
                 }
@@ -78,28 +84,38 @@ class CompareResult(Tabulated):
         return rows
 
     def result_table(self) -> ResultTable:
-        """Accuracy and macro-F1 as mean [95% CI] over the seeds, mean wall time, trainable parameters."""
+        """The test metrics as mean [95% CI] over the seeds, mean wall time, trainable parameters."""
+        metric_columns = ((Column("MAE", significant_ci), Column("RMSE", significant_ci), Column("R^2", decimal_ci(3)),
+                           Column("Spearman", decimal_ci(3))) if self.task == "regression" else
+                          (Column("accuracy", percent_ci), Column("macro-F1", percent_ci)))
         table = ResultTable(
             f"{self.meta.get('data', '')}: {len(self.meta.get('seeds', []))} seeds, mean [95% CI]",
-            (Column("model", text=True), Column("accuracy", percent_ci), Column("macro-F1", percent_ci),
-             Column("wall time (mean)", seconds), Column("trainable params", count)),
+            (Column("model", text=True), *metric_columns, Column("wall time (mean)", seconds),
+             Column("trainable params", count)),
         )
         for r in self.summary():
-            table.add(r["model"], r["accuracy"], r["macro_f1"], r["wall_s"], r["trainable_parameters"])
+            table.add(r["model"], *(r[k] for k, _ in METRICS[self.task]), r["wall_s"], r["trainable_parameters"])
         return table
 
     def verdict_lines(self) -> list[str]:
         return [f"{name}: {v.text}" for name, v in self.verdicts.items()]
 
     def val_means(self) -> dict[str, float]:
-        """Mean validation accuracy of each strategy over the seeds: what ``best`` is chosen by."""
-        return _val_means(self.runs, list(self.verdicts))
+        """Mean validation accuracy (R^2 for a numeric target) of each strategy over the seeds: what ``best`` is
+        chosen by."""
+        return _val_means(self.runs, list(self.verdicts), val_key(self.task))
 
     def choice_lines(self) -> list[str]:
         """Which model was kept and why (validation only), and every rung that ended worse than a cheaper one."""
         means = self.val_means()
+        regression = self.task == "regression"
+        what = "R^2" if regression else "accuracy"
+
+        def shown(v: float) -> str:
+            return f"{v:.3f}" if regression else f"{100 * v:.1f} %"
+
         lines = [
-            f"kept `{self.best}`: the highest mean validation accuracy ({100 * means[self.best]:.1f} %) over "
+            f"kept `{self.best}`: the highest mean validation {what} ({shown(means[self.best])}) over "
             f"{len(self.meta.get('seeds', []))} seeds; test labels played no part in the choice"
         ]
         names = list(means)
@@ -108,8 +124,7 @@ class CompareResult(Tabulated):
             if cheaper:
                 c = max(cheaper, key=lambda k: means[k])
                 lines.append(
-                    f"{name} ended worse on validation than the cheaper {c} "
-                    f"({100 * means[name]:.1f} % vs {100 * means[c]:.1f} %)"
+                    f"{name} ended worse on validation than the cheaper {c} ({shown(means[name])} vs {shown(means[c])})"
                 )
         return lines
 
@@ -143,13 +158,26 @@ class CompareResult(Tabulated):
         return f"scratch control ({kinds}): its own fixed schedule{reuse}"
 
 
-def _val_means(runs: list[dict[str, Any]], labels: Sequence[str]) -> dict[str, float]:
-    return {name: float(np.mean([r["val_accuracy"] for r in runs if r["model"] == name])) for name in labels}
+METRICS: dict[str, tuple[tuple[str, tuple[float, float]], ...]] = {
+    "classification": (("accuracy", (0.0, 1.0)), ("macro_f1", (0.0, 1.0))),
+    "regression": (("mae", (0.0, float("inf"))), ("rmse", (0.0, float("inf"))), ("r2", (float("-inf"), 1.0)),
+                   ("spearman", (-1.0, 1.0))),
+}
+"""Each task's test metrics, in table order, with the range their interval is clipped to."""
 
 
-def _clip(ci: tuple[float, float, float]) -> tuple[float, float, float]:
-    """A t-interval of a proportion shown within [0, 1]."""
-    return ci[0], max(0.0, ci[1]), min(1.0, ci[2])
+def val_key(task: str) -> str:
+    """The validation score a run is chosen by: accuracy, or R^2 for a numeric target."""
+    return "val_r2" if task == "regression" else "val_accuracy"
+
+
+def _val_means(runs: list[dict[str, Any]], labels: Sequence[str], key: str = "val_accuracy") -> dict[str, float]:
+    return {name: float(np.mean([r[key] for r in runs if r["model"] == name])) for name in labels}
+
+
+def _clip(ci: tuple[float, float, float], low: float = 0.0, high: float = 1.0) -> tuple[float, float, float]:
+    """A t-interval shown within what the metric allows ([0, 1] for a proportion)."""
+    return ci[0], max(low, ci[1]), min(high, ci[2])
 
 
 def parse_variants(strategies: Sequence[str]) -> dict[str, str]:
@@ -256,10 +284,12 @@ def compare(
     if not is_auto:  # options checked before any data is read
         rung_configs(parse_variants(list(strategies)), options, common_options, {})
     ds = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
-    if ds.task == "regression":
-        raise TransferkitError(
-            "compare handles classification only so far; a regression target trains with fit (linear-probe)."
-        )
+    regression = ds.task == "regression"
+    if regression and not is_auto:
+        from .fit import check_numeric_target
+
+        for name in parse_variants(list(strategies)).values():
+            check_numeric_target(ds.name, name)
     verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     seed_list = list(range(seed, seed + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list or not strategies:
@@ -301,8 +331,13 @@ def compare(
     configs = rung_configs(variants, options, common_options, plan_options)
     runs: list[dict[str, Any]] = []
     models: dict[str, TransferModel] = {}
-    first_proba: dict[str, Any] = {}  # the first seed's test probabilities: the saved model's evidence
+    first_proba: dict[str, Any] = {}  # the first seed's test probabilities (or values): the saved model's evidence
     n_classes = len(ds.classes)
+    score = val_key(ds.task)
+
+    def scored(y_test: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+        return regression_metrics(y_test, pred) if regression else classification_metrics(y_test, pred, n_classes)
+
     for seed in seed_list:
         splits = split.make(ds, seed=seed)
         costs, works = [], []
@@ -319,7 +354,7 @@ def compare(
             costs.append(cold_cost(wall, result.info))
             counted = scratch_budget == "work"  # the FLOPs are counted only for the budget that uses them
             works.append(work_flops(bb, result.info, splits, cache_dir, use_cache) if counted else None)
-            preds[label] = result.test_pred
+            preds[label] = result.test_values if regression else result.test_pred
             runs.append(
                 {
                     "model": label,
@@ -328,7 +363,7 @@ def compare(
                     "wall_s": wall,
                     "cost_s": costs[-1],
                     "work_flops": works[-1],
-                    "val_accuracy": float(result.info.get("val_accuracy", float("nan"))),
+                    score: float(result.info.get(score, float("nan"))),
                     "kept": result.info.get("kept", name),
                     "trainable_parameters": result.info.get("trainable_parameters", 0),
                     "best_epoch": result.info.get("best_epoch"),
@@ -337,7 +372,7 @@ def compare(
             )
             if seed == seed_list[0]:
                 models[label] = result.model
-                first_proba[label] = result.test_proba
+                first_proba[label] = result.test_values if regression else result.test_proba
         work = None if any(w is None for w in works) else max(works)
         control_config = budget_config(scratch_budget, work, max(costs))
         control = run_scratch(
@@ -346,7 +381,7 @@ def compare(
         # every choice of this seed is made: only now are its test labels read, for the report
         y_test = ds.targets[splits.test]
         for r in runs[-len(variants) :]:
-            r.update(classification_metrics(y_test, preds[r["model"]], n_classes))
+            r.update(scored(y_test, preds[r["model"]]))
         budget_s = max(costs) if scratch_budget == "matched" else None
         runs.append(
             {
@@ -355,24 +390,25 @@ def compare(
                 "wall_s": control.wall_s,
                 "cost_s": control.info.get("cost_s", control.wall_s),
                 "budget_s": budget_s,
-                "val_accuracy": control.info.get("val_accuracy"),
+                score: control.info.get(score),
                 "description": control.description,
                 "trainable_parameters": control.trainable_parameters,
                 "info": {k: v for k, v in control.info.items() if k != "candidates"},
-                **classification_metrics(y_test, control.test_pred, n_classes),
+                **scored(y_test, control.test_pred),
             }
         )
+    key, metric = ("r2", "R^2") if regression else ("accuracy", "accuracy")
     verdicts = {
-        label: verdict(
-            [r["accuracy"] for r in runs if r["model"] == label], [r["accuracy"] for r in runs if r["model"] == SCRATCH]
-        )
+        label: verdict([r[key] for r in runs if r["model"] == label], [r[key] for r in runs if r["model"] == SCRATCH],
+                       metric=metric)
         for label in variants
     }
-    val_mean = _val_means(runs, list(variants))
+    val_mean = _val_means(runs, list(variants), score)
     best = max(variants, key=lambda s: val_mean[s])  # validation only; the first (cheapest) wins ties
     meta = {
         "data": ds.name,
         "modality": ds.modality,
+        "task": ds.task,
         "content_hash": ds.content_hash(),
         "backbone": spec,
         "seeds": seed_list,
@@ -389,7 +425,9 @@ def compare(
         "environment": environment(),
     }
     test = (split.make(ds, seed=seed_list[0]).test, first_proba[best])
-    meta["test_evaluation"] = test_evidence(ds, *test, Path(out) if out is not None else None, seed_list[0])
+    where = Path(out) if out is not None else None
+    meta["test_evaluation"] = (regression_evidence(ds, *test, where) if regression else
+                               test_evidence(ds, *test, where, seed_list[0]))
     res = CompareResult(runs, verdicts, best, models.get(best), meta, test)
     if out is not None:
         _write(res, Path(out))

@@ -176,7 +176,8 @@ def distill(
     ds: Dataset = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
     if ds.task == "regression":
         raise TransferkitError(
-            "distill handles classification only so far; a regression target trains with fit (linear-probe)."
+            "distill handles classification only so far; a numeric target trains with fit or compare (linear-probe, "
+            "finetune, lora)."
         )
     verified = check_images(ds, range(len(ds)), cache_dir=cache_dir, progress=progress)
     first = split.seed

@@ -300,7 +300,7 @@ def _fit_auto(
     ds: Dataset, backbone: str | None, *, out: str | Path | None, split: SplitSpec, seeds: int, **kw: Any
 ) -> FitResult:
     """The ladder through ``compare``, written as a fit: model, run.json (with the whole comparison), report.md."""
-    from .compare import SCRATCH, compare, compare_record, report_lines
+    from .compare import METRICS, SCRATCH, compare, compare_record, report_lines
 
     options, calibrate = kw.pop("options"), kw.pop("calibrate")
     res = compare(ds, backbone, "auto", seeds, common_options=options or None, **split.kwargs(), **kw)
@@ -308,34 +308,38 @@ def _fit_auto(
     first = [r for r in res.runs if r["seed"] == seeds[0]]
     pick = next(r for r in first if r["model"] == res.best)
     control = next(r for r in first if r["model"] == SCRATCH)
-    keys = ("accuracy", "macro_f1")
+    regression = ds.task == "regression"
+    keys = [k for k, _ in METRICS[ds.task]]
     metrics = {"transfer": {k: pick[k] for k in keys}, "scratch": {k: control[k] for k in keys}}
     rows = [
-        {"name": r["model"], "accuracy": r["accuracy"][0], "macro_f1": r["macro_f1"][0], "wall_s": r["wall_s"],
+        {"name": r["model"], **{k: r[k][0] for k in keys}, "wall_s": r["wall_s"],
          "trainable_parameters": r["trainable_parameters"]}
         for r in res.summary()
     ]
+    where = Path(out) if out is not None and is_main_process() else None
+    if regression:
+        evidence = regression_evidence(ds, *res.test, where)
+    else:
+        evidence = test_evidence(ds, *res.test, where, seeds[0],
+                                 calibrate_model(res.model, ds, split.make(ds).val) if calibrate else None)
     splits = split.make(ds)
     record = {
         "transferkit_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data": {"name": ds.name, "modality": ds.modality, "classes": ds.classes, "size": len(ds),
                  "content_hash": ds.content_hash(), "splits": splits.to_dict(), "duplicates": splits.duplicates,
-                 "layout": ds.layout},
+                 "layout": ds.layout, "task": ds.task},
         "backbone": res.meta["backbone"],
         "strategy": "auto",
         "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
-                   "by": "mean validation accuracy over the seeds"},
+                   "by": f"mean validation {'R^2' if regression else 'accuracy'} over the seeds"},
         "config": {"budget": kw["budget"], "options": options, "scratch_budget": kw["scratch_budget"],
                    "configs": res.meta["configs"]},
         "seed": seeds[0],
         "seeds": seeds,
         "metrics": metrics,
         "compare": compare_record(res),
-        "test_evaluation": test_evidence(
-            ds, *res.test, Path(out) if out is not None and is_main_process() else None, seeds[0],
-            calibrate_model(res.model, ds, split.make(ds).val) if calibrate else None,
-        ),
+        "test_evaluation": evidence,
         "environment": environment(),
     }
     assert res.model is not None

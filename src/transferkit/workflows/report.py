@@ -25,6 +25,16 @@ def percent_ci(v: Sequence[float]) -> str:
     return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] %"
 
 
+def significant_ci(v: Sequence[float]) -> str:
+    """(mean, low, high) in the target's own units, four significant digits each: ``12.35 [11.08, 13.61]``."""
+    return "{} [{}, {}]".format(*(significant(x) for x in v))
+
+
+def decimal_ci(places: int) -> Format:
+    """(mean, low, high) as plain numbers with ``places`` decimals: ``0.812 [0.790, 0.834]``."""
+    return lambda v: "{} [{}, {}]".format(*(f"{x:.{places}f}" for x in v))
+
+
 def seconds(v: float) -> str:
     return f"{v:.1f} s"
 
