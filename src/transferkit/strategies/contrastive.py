@@ -1,0 +1,285 @@
+"""``contrastive``: SetFit-style tuning of a text encoder on pairs, then a linear probe on its features.
+
+Pairs of training texts from the same class are pulled together and pairs from different classes apart (cosine
+similarity regressed on 1 / 0, SetFit's ``CosineSimilarityLoss``). The tuned encoder is kept only if a linear probe
+on its features clearly beats the plain probe on the pretrained features on validation; otherwise the pretrained
+weights come back and the saved model is the plain probe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backbones.adapters import adapter_parameters, default_targets, inject_lora
+from ..backbones.base import Backbone
+from ..core.config import validate_config
+from ..core.heads import C_GRID, HeadFit, fit_linear_probe
+from ..core.model import TransferModel
+from ..data.dataset import Dataset, Splits
+from ..errors import TransferkitError
+from .base import RunContext, StrategyResult, register_strategy, split_features
+from .finetune import clearly_better, freeze, unfreeze
+
+
+@dataclass
+class ContrastiveConfig:
+    """Options of the contrastive strategy."""
+
+    pairs_per_example: int = field(default=20, metadata={"min": 1})
+    """For each training text, this many partners from its own class and as many from other classes."""
+    max_pairs: int = field(default=8000, metadata={"min": 2})
+    """At most this many pairs in all (a seeded, still balanced, subsample)."""
+    epochs: int = field(default=1, metadata={"min": 1})
+    """Passes over the pairs."""
+    batch_size: int = field(default=16, metadata={"min": 1})
+    """Pairs per optimizer step."""
+    lr: float = field(default=2e-5, metadata={"min": 0})
+    """Peak learning rate of the whole encoder (0 changes no weight: the plain probe is then what is kept)."""
+    warmup_frac: float = field(default=0.1, metadata={"min": 0, "max": 1})
+    """Fraction of the steps spent warming the learning rate up linearly (then linear decay to zero)."""
+    weight_decay: float = field(default=0.01, metadata={"min": 0})
+    """AdamW decoupled weight decay."""
+    adapters: bool = False
+    """Train LoRA adapters on the attention projections instead of the whole encoder."""
+    r: int = field(default=8, metadata={"min": 1})
+    """With adapters: rank of each adapter."""
+    alpha: int = field(default=16, metadata={"min": 1})
+    """With adapters: LoRA scaling numerator (the update is scaled by alpha / r)."""
+    adapter_lr: float = field(default=1e-3, metadata={"min": 0})
+    """With adapters: their peak learning rate (``lr`` is for the whole encoder)."""
+    keep_margin: float = field(default=1.0, metadata={"min": 0})
+    """The tuned encoder is kept only if its probe beats the plain probe on validation by more than this many
+    standard errors of their paired difference (as finetune's LP-FT); 0: any gain on validation."""
+    c_grid: tuple[float, ...] = field(default=C_GRID, metadata={"gt": 0, "nonempty": True})
+    """L2 strengths (inverse) tried for both linear probes."""
+
+    def __post_init__(self) -> None:
+        validate_config(self, "contrastive")
+
+
+def make_pairs(
+    labels: np.ndarray, per_example: int, max_pairs: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of positions into ``labels`` (P, 2) and their targets (P,) float32: 1 same class, 0 different.
+
+    Each position gets ``per_example`` partners from its own class (never itself) and as many from other classes,
+    each drawn as a window of a seeded permutation (distinct partners while the class is large enough, then every
+    partner equally often). Positives and negatives are balanced (the smaller count of both), capped at
+    ``max_pairs`` in all, and shuffled.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    pos: list[np.ndarray] = []
+    neg: list[np.ndarray] = []
+    offsets = np.arange(per_example)
+    for c in np.unique(labels):
+        members, others = np.flatnonzero(labels == c), np.flatnonzero(labels != c)
+        m = len(members)
+        if m >= 2:  # partner k of member i: i + 1 + (start + k) mod (m - 1) along a permutation, never i itself
+            perm = rng.permutation(members)
+            start = rng.integers(0, m - 1, size=(m, 1))
+            step = 1 + (start + offsets) % (m - 1)
+            partners = perm[(np.arange(m)[:, None] + step) % m]
+            pos.append(np.stack([np.repeat(perm, per_example), partners.ravel()], 1))
+        if len(others):
+            perm_o = rng.permutation(others)
+            start = rng.integers(0, len(others), size=(m, 1))
+            partners = perm_o[(start + offsets) % len(others)]
+            neg.append(np.stack([np.repeat(members, per_example), partners.ravel()], 1))
+    p = np.concatenate(pos) if pos else np.empty((0, 2), dtype=np.int64)
+    q = np.concatenate(neg) if neg else np.empty((0, 2), dtype=np.int64)
+    n = min(len(p), len(q), max_pairs // 2)
+    if n == 0:
+        raise TransferkitError(
+            "contrastive needs at least two training texts of one class and texts of another class to make pairs."
+        )
+    pairs = np.concatenate([p[rng.choice(len(p), n, replace=False)], q[rng.choice(len(q), n, replace=False)]])
+    targets = np.concatenate([np.ones(n, np.float32), np.zeros(n, np.float32)])
+    order = rng.permutation(2 * n)
+    return pairs[order], targets[order]
+
+
+def remove_adapters(backbone: Backbone) -> None:
+    """Unwrap every LoRA layer back into the pretrained layer it wraps: the backbone is as it was before
+    ``inject_lora`` (weights, parameter names, fingerprint)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = backbone.model
+    for name in [n for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, getattr(parent, child).get_base_layer())
+    if hasattr(model, "peft_config"):
+        del model.peft_config
+    backbone.adapter, backbone.base_fingerprint = None, None
+    backbone.mark_changed(full=False)  # the fingerprint is recomputed, from the pretrained weights
+
+
+def pair_loss(backbone: Backbone, a: list[str], b: list[str], target: torch.Tensor, device: torch.device) -> Any:
+    """Mean squared error between the cosine similarity of each pair's pooled embeddings and its target."""
+    emb = backbone(backbone.to_device(backbone.prepare(a + b), device))
+    cos = nn.functional.cosine_similarity(emb[: len(a)], emb[len(a) :], dim=-1)
+    return nn.functional.mse_loss(cos, target.to(device))
+
+
+def train_pairs(
+    backbone: Backbone, texts: list[str], pairs: np.ndarray, targets: np.ndarray, params: list[nn.Parameter],
+    lr: float, config: ContrastiveConfig, ctx: RunContext,
+) -> list[float]:
+    """AdamW with linear warm-up and decay over shuffled batches of pairs; the mean loss of each epoch."""
+    from ..core.features import default_device
+    from ..core.progress import progress_bar
+
+    device = default_device()
+    backbone.to(device).train()
+    gen = torch.Generator().manual_seed(ctx.seed)
+    per_epoch = math.ceil(len(pairs) / config.batch_size)
+    total, warmup = per_epoch * config.epochs, int(config.warmup_frac * per_epoch * config.epochs)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else (total - s) / max(1, total - warmup)
+    )
+    target_t = torch.from_numpy(targets)
+    curve = []
+    with progress_bar(f"contrastive pairs ({backbone.spec})", len(pairs) * config.epochs, enabled=ctx.progress) as bar:
+        for _ in range(config.epochs):
+            order, losses = torch.randperm(len(pairs), generator=gen).numpy(), []
+            for k in range(0, len(order), config.batch_size):
+                batch = order[k : k + config.batch_size]
+                loss = pair_loss(backbone, [texts[i] for i in pairs[batch, 0]], [texts[i] for i in pairs[batch, 1]],
+                                 target_t[batch], device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()) * len(batch))
+                bar.advance(len(batch))
+            curve.append(sum(losses) / len(order))
+    backbone.eval()
+    return curve
+
+
+class Contrastive:
+    name = "contrastive"
+    Config = ContrastiveConfig
+
+    def run(
+        self, backbone: Backbone, ds: Dataset, splits: Splits, config: ContrastiveConfig, ctx: RunContext
+    ) -> StrategyResult:
+        if backbone.modality != "text":
+            raise TransferkitError(
+                f"contrastive tunes text encoders on pairs of texts; {backbone.spec} takes images: use linear-probe, "
+                "finetune or lora."
+            )
+        if ds.task == "regression":
+            raise TransferkitError(
+                f"contrastive pairs texts by class, but {ds.name} has a numeric target (regression): use "
+                "linear-probe, finetune or lora."
+            )
+        y = ds.targets
+        n_classes, y_val = len(ds.classes), y[splits.val]
+        t0 = time.perf_counter()
+        stats: dict[str, Any] = {}
+        plain_feats, _ = split_features(backbone, ds, splits, ctx, stats=stats, label="plain ")
+        plain = fit_linear_probe(plain_feats["train"], y[splits.train], plain_feats["val"], y_val, n_classes,
+                                 c_grid=config.c_grid, seed=ctx.seed)
+        t1 = time.perf_counter()
+
+        torch.manual_seed(ctx.seed)
+        start = None
+        if config.adapters:
+            targets = default_targets(backbone)
+            inject_lora(backbone, {"r": config.r, "alpha": config.alpha, "dropout": 0.1, "target_modules": targets,
+                                   "fan_in_fan_out": "c_attn" in targets})
+            freeze(backbone)
+            params, lr = adapter_parameters(backbone), config.adapter_lr
+            for p in params:
+                p.requires_grad_(True)
+        else:
+            start = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+            unfreeze(backbone)
+            for m in backbone.unused_modules():
+                freeze(m)
+            params, lr = [p for p in backbone.parameters() if p.requires_grad], config.lr
+        tuned_count = sum(p.numel() for p in params)
+        train_idx = np.asarray(splits.train)
+        pos_pairs, targets_p = make_pairs(y[train_idx], config.pairs_per_example, config.max_pairs, ctx.seed)
+        curve = train_pairs(backbone, ds.take(train_idx), pos_pairs, targets_p, params, lr, config, ctx)
+        t2 = time.perf_counter()
+
+        # the cache is keyed by the pretrained weights' fingerprint: tuned features must never be written under it
+        tuned_feats, _ = split_features(backbone, ds, splits, replace(ctx, use_cache=False), label="tuned ")
+        tuned = fit_linear_probe(tuned_feats["train"], y[splits.train], tuned_feats["val"], y_val, n_classes,
+                                 c_grid=config.c_grid, seed=ctx.seed)
+        t3 = time.perf_counter()
+
+        only_tuned, only_plain = _paired(tuned, plain, y_val)
+        info: dict[str, Any] = {
+            "adapters": config.adapters,
+            "pairs": len(pos_pairs),
+            "loss_curve": curve,
+            "probe_val_accuracy": plain.val_accuracy,
+            "contrastive_val_accuracy": tuned.val_accuracy,
+            "val_paired": {"only_contrastive_right": only_tuned, "only_probe_right": only_plain},
+            "tuned_parameters": tuned_count,
+            "cache_saved_s": stats.get("saved_s", 0.0),
+        }
+        if clearly_better(only_tuned, only_plain, config.keep_margin):
+            kept, feats, fit = "contrastive", tuned_feats, tuned
+            backbone.mark_changed(full=not config.adapters)
+            info["kept_reason"] = (
+                f"its probe beat the plain probe on validation by {only_tuned - only_plain} items ({only_tuned} only "
+                f"it got right, {only_plain} only the plain probe), more than {config.keep_margin:g} standard "
+                "error(s)"
+            )
+        else:
+            kept, feats, fit = "linear-probe", plain_feats, plain
+            if config.adapters:
+                remove_adapters(backbone)
+            elif start is not None:
+                backbone.load_state_dict(start)
+            backbone.freeze()
+            info["kept_reason"] = (
+                f"the tuned encoder's probe beat the plain probe on validation by {only_tuned - only_plain} items "
+                f"({only_tuned} only it got right, {only_plain} only the plain probe), within "
+                f"{config.keep_margin:g} standard error(s) of no difference; the saved model is the plain probe, "
+                "the backbone unchanged"
+            )
+        with torch.no_grad():
+            test_proba = fit.head(torch.from_numpy(feats["test"])).softmax(1).numpy()
+        model = TransferModel(backbone, fit.head, ds.classes).eval()
+        model.to(next(backbone.parameters()).device)
+        assert fit.val_logits is not None
+        n_all = len(splits.train) + len(splits.val) + len(splits.test)
+        info.update(
+            kept=kept,
+            chosen=fit.chosen,
+            val_accuracy=fit.val_accuracy,
+            trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            work={"forward": 2 * n_all, "train": 2 * len(pos_pairs) * config.epochs},
+        )
+        return StrategyResult(
+            model=model,
+            test_proba=test_proba,
+            info=info,
+            timings={"probe_s": t1 - t0, "train_s": t2 - t1, "tuned_probe_s": t3 - t2},
+            val_proba=torch.from_numpy(fit.val_logits).softmax(1).numpy(),
+        )
+
+
+def _paired(a: HeadFit, b: HeadFit, y_val: np.ndarray) -> tuple[int, int]:
+    """Validation items only probe A gets right, and only probe B (held-out logits, before any refit)."""
+    assert a.val_logits is not None and b.val_logits is not None
+    a_right, b_right = a.val_logits.argmax(1) == y_val, b.val_logits.argmax(1) == y_val
+    return int((a_right & ~b_right).sum()), int((b_right & ~a_right).sum())
+
+
+register_strategy(Contrastive())
