@@ -20,6 +20,8 @@ from transferkit.core.model import TransferModel
 from transferkit.data import make_splits
 from transferkit.strategies import STRATEGIES, RunContext, make_config
 
+from .conftest import NEGATIVE, POSITIVE
+
 # fast settings per strategy (options of its Config dataclass)
 FAST_OPTIONS = {
     "linear-probe": {"c_grid": (0.1, 1.0)},
@@ -27,8 +29,10 @@ FAST_OPTIONS = {
     "lora": {"epochs": 8, "batch_size": 8, "lr": 0.03, "r": 4, "alpha": 8},
     "distill": {"epochs": 6, "batch_size": 8, "lr": 0.01},  # + the teacher, made once below
     "adapt": {"epochs": 10, "method": "dann"},  # + an unlabelled target, below
+    "contrastive": {"pairs_per_example": 4, "lr": 1e-3, "c_grid": (0.1, 1.0)},
 }
 NEEDS_ATTENTION = {"lora"}  # adapters go on attention projections: a ViT instead of the CNN
+TEXT_ONLY = {"contrastive"}  # pairs of texts: the tiny BERT on word lists instead of the CNN on shades
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +46,14 @@ def _teacher(tmp_path_factory, timm_dir):
 
 
 @pytest.fixture
-def backbone_for(timm_dir, vit_dir, _teacher):
+def backbone_for(timm_dir, vit_dir, bert_dir, _teacher):
     """name -> (backbone spec, options) for a fast, learnable run of that strategy."""
     def pick(name):
         options = dict(FAST_OPTIONS.get(name, {}), **({"teacher": _teacher} if name == "distill" else {}))
         if name == "adapt":  # a shifted copy of the data, its labels dropped
             options["target"] = [np.clip(x.astype(int) + 30, 0, 255).astype(np.uint8) for x in _shades().items]
+        if name in TEXT_ONLY:
+            return f"hf:{bert_dir}", options
         return str(vit_dir if name in NEEDS_ATTENTION else timm_dir), options
 
     return pick
@@ -59,10 +65,17 @@ def _shades(n: int = 10):
     return from_arrays(x.astype(np.uint8), ["dark"] * n + ["light"] * n, name="shades")
 
 
+def _words(n: int = 10):
+    """Texts of only positive or only negative words: as trivially learnable as the shades."""
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(pool, size=2 + i % 4)) for i in range(n) for pool in (POSITIVE, NEGATIVE)]
+    return from_arrays(texts, ["pos", "neg"] * n, name="words")
+
+
 def _run(name: str, spec_and_options: tuple[str, dict], seed: int = 0):
     strat = STRATEGIES.get(name)
     backbone_spec, options = spec_and_options
-    ds = _shades()
+    ds = _words() if name in TEXT_ONLY else _shades()
     splits = make_splits(ds, seed=seed)
     cfg = make_config(strat, options)
     return (
@@ -75,7 +88,7 @@ def _run(name: str, spec_and_options: tuple[str, dict], seed: int = 0):
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_strategy_learns_and_claims_its_trainable_parameters(name, backbone_for):
     ds, splits, result = _run(name, backbone_for(name))
-    assert isinstance(result.model, TransferModel) and result.model.classes == ["dark", "light"]
+    assert isinstance(result.model, TransferModel) and result.model.classes == ds.classes
     assert result.test_pred.shape == (len(splits.test),)
     assert (result.test_pred == ds.targets[splits.test]).mean() == 1.0  # brightness is trivially learnable
     trainable = sum(p.numel() for p in result.model.parameters() if p.requires_grad)

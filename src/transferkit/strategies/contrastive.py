@@ -20,7 +20,7 @@ from torch import nn
 from ..backbones.adapters import adapter_parameters, default_targets, inject_lora
 from ..backbones.base import Backbone
 from ..core.config import validate_config
-from ..core.heads import C_GRID, HeadFit, fit_linear_probe
+from ..core.heads import C_GRID, HeadFit, _threads_for, fit_linear_probe
 from ..core.model import TransferModel
 from ..data.dataset import Dataset, Splits
 from ..errors import TransferkitError
@@ -148,7 +148,9 @@ def train_pairs(
     )
     target_t = torch.from_numpy(targets)
     curve = []
-    with progress_bar(f"contrastive pairs ({backbone.spec})", len(pairs) * config.epochs, enabled=ctx.progress) as bar:
+    work = 2.0 * config.batch_size * backbone.num_parameters()  # one thread for tiny encoders (see _threads_for)
+    bar_args = (f"contrastive pairs ({backbone.spec})", len(pairs) * config.epochs)
+    with progress_bar(*bar_args, enabled=ctx.progress) as bar, _threads_for(work):
         for _ in range(config.epochs):
             order, losses = torch.randperm(len(pairs), generator=gen).numpy(), []
             for k in range(0, len(order), config.batch_size):
@@ -193,26 +195,11 @@ class Contrastive:
                                  c_grid=config.c_grid, seed=ctx.seed)
         t1 = time.perf_counter()
 
-        torch.manual_seed(ctx.seed)
-        start = None
-        if config.adapters:
-            targets = default_targets(backbone)
-            inject_lora(backbone, {"r": config.r, "alpha": config.alpha, "dropout": 0.1, "target_modules": targets,
-                                   "fan_in_fan_out": "c_attn" in targets})
-            freeze(backbone)
-            params, lr = adapter_parameters(backbone), config.adapter_lr
-            for p in params:
-                p.requires_grad_(True)
-        else:
-            start = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
-            unfreeze(backbone)
-            for m in backbone.unused_modules():
-                freeze(m)
-            params, lr = [p for p in backbone.parameters() if p.requires_grad], config.lr
-        tuned_count = sum(p.numel() for p in params)
         train_idx = np.asarray(splits.train)
-        pos_pairs, targets_p = make_pairs(y[train_idx], config.pairs_per_example, config.max_pairs, ctx.seed)
-        curve = train_pairs(backbone, ds.take(train_idx), pos_pairs, targets_p, params, lr, config, ctx)
+        pairs, targets = make_pairs(y[train_idx], config.pairs_per_example, config.max_pairs, ctx.seed)
+        torch.manual_seed(ctx.seed)
+        params, lr, start = _trainable(backbone, config)
+        curve = train_pairs(backbone, ds.take(train_idx), pairs, targets, params, lr, config, ctx)
         t2 = time.perf_counter()
 
         # the cache is keyed by the pretrained weights' fingerprint: tuned features must never be written under it
@@ -224,34 +211,31 @@ class Contrastive:
         only_tuned, only_plain = _paired(tuned, plain, y_val)
         info: dict[str, Any] = {
             "adapters": config.adapters,
-            "pairs": len(pos_pairs),
+            **({"target_modules": backbone.adapter["target_modules"]} if backbone.adapter else {}),
+            "pairs": len(pairs),
             "loss_curve": curve,
             "probe_val_accuracy": plain.val_accuracy,
             "contrastive_val_accuracy": tuned.val_accuracy,
             "val_paired": {"only_contrastive_right": only_tuned, "only_probe_right": only_plain},
-            "tuned_parameters": tuned_count,
+            "tuned_parameters": sum(p.numel() for p in params),
             "cache_saved_s": stats.get("saved_s", 0.0),
         }
+        paired = (f"{only_tuned} validation items only its probe got right, {only_plain} only the plain probe; "
+                  f"a margin of {config.keep_margin:g} standard error(s) of their difference")
         if clearly_better(only_tuned, only_plain, config.keep_margin):
             kept, feats, fit = "contrastive", tuned_feats, tuned
             backbone.mark_changed(full=not config.adapters)
-            info["kept_reason"] = (
-                f"its probe beat the plain probe on validation by {only_tuned - only_plain} items ({only_tuned} only "
-                f"it got right, {only_plain} only the plain probe), more than {config.keep_margin:g} standard "
-                "error(s)"
-            )
+            info["kept_reason"] = f"the tuned encoder clearly beat the plain probe ({paired} was passed)"
         else:
             kept, feats, fit = "linear-probe", plain_feats, plain
-            if config.adapters:
+            if start is None:
                 remove_adapters(backbone)
-            elif start is not None:
+            else:
                 backbone.load_state_dict(start)
             backbone.freeze()
             info["kept_reason"] = (
-                f"the tuned encoder's probe beat the plain probe on validation by {only_tuned - only_plain} items "
-                f"({only_tuned} only it got right, {only_plain} only the plain probe), within "
-                f"{config.keep_margin:g} standard error(s) of no difference; the saved model is the plain probe, "
-                "the backbone unchanged"
+                f"the tuned encoder did not clearly beat the plain probe ({paired} was not passed); the saved model "
+                "is the plain probe (refit on train + val), the backbone unchanged"
             )
         with torch.no_grad():
             test_proba = fit.head(torch.from_numpy(feats["test"])).softmax(1).numpy()
@@ -264,7 +248,7 @@ class Contrastive:
             chosen=fit.chosen,
             val_accuracy=fit.val_accuracy,
             trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
-            work={"forward": 2 * n_all, "train": 2 * len(pos_pairs) * config.epochs},
+            work={"forward": 2 * n_all, "train": 2 * len(pairs) * config.epochs},
         )
         return StrategyResult(
             model=model,
@@ -273,6 +257,27 @@ class Contrastive:
             timings={"probe_s": t1 - t0, "train_s": t2 - t1, "tuned_probe_s": t3 - t2},
             val_proba=torch.from_numpy(fit.val_logits).softmax(1).numpy(),
         )
+
+
+def _trainable(
+    backbone: Backbone, config: ContrastiveConfig
+) -> tuple[list[nn.Parameter], float, dict[str, torch.Tensor] | None]:
+    """Make the encoder (or LoRA adapters injected into it) trainable: the parameters, their learning rate, and a
+    copy of the pretrained weights to restore (None with adapters: they are removed instead)."""
+    if config.adapters:
+        targets = default_targets(backbone)
+        inject_lora(backbone, {"r": config.r, "alpha": config.alpha, "dropout": 0.1, "target_modules": targets,
+                               "fan_in_fan_out": "c_attn" in targets})  # GPT-2's Conv1D stores weights transposed
+        freeze(backbone)
+        params = adapter_parameters(backbone)
+        for p in params:
+            p.requires_grad_(True)
+        return params, config.adapter_lr, None
+    start = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+    unfreeze(backbone)
+    for m in backbone.unused_modules():  # e.g. BERT's pooler: never feeds the pooled features
+        freeze(m)
+    return [p for p in backbone.parameters() if p.requires_grad], config.lr, start
 
 
 def _paired(a: HeadFit, b: HeadFit, y_val: np.ndarray) -> tuple[int, int]:
