@@ -131,7 +131,23 @@ def test_auto_plan_follows_the_budget(image_folder, vit_dir):
     assert roomy.strategies == ["linear-probe", "finetune"]  # no attention: no lora
     assert roomy.options["finetune"] == {"unfreeze": "last:2", "lp_ft": True, "epochs": 10}
     vit = plan_ladder(create_backbone(str(vit_dir)), ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
-    assert vit.strategies == ["linear-probe", "finetune", "lora"]
+    assert vit.strategies == ["linear-probe", "finetune", "lora"]  # images: no contrastive rung
+
+
+def test_auto_plan_adds_the_contrastive_rung_for_text_classes_when_it_fits(text_csv, bert_dir):
+    from transferkit import create_backbone
+    from transferkit.data.dataset import Dataset
+    from transferkit.data.spec import DataSpec
+    from transferkit.workflows.auto import plan_ladder
+
+    ds = DataSpec().load(str(text_csv))
+    bb = create_backbone(f"hf:{bert_dir}")
+    roomy = plan_ladder(bb, ds, n_train=24, n_eval=12, seeds=1, budget_s=3600)
+    assert roomy.strategies[-1] == "contrastive" and any("960 sentence pairs" in n for n in roomy.notes)
+    tight = plan_ladder(bb, ds, n_train=24, n_eval=12, seeds=1, budget_s=1e-6)
+    assert "contrastive" not in tight.strategies and any("contrastive skipped" in n for n in tight.notes)
+    numbers = Dataset(["a b", "c d", "e f"], ["0.5", "1.5", "2.5"], "text", task="regression")
+    assert "contrastive" not in plan_ladder(bb, numbers, n_train=24, n_eval=12, seeds=1, budget_s=3600).strategies
 
 
 def test_cli_fit_auto(image_folder, tmp_path):

@@ -38,7 +38,8 @@ class Plan:
 
 def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seeds: int, budget_s: float) -> Plan:
     """Linear probe always; LP-FT on the last two blocks when the budget allows at least 2 epochs for every seed;
-    LoRA on top for backbones with attention when there is room for that as well.
+    LoRA on top for backbones with attention when there is room for that as well; for text classes, the
+    contrastive (SetFit-style) rung when its sentence pairs fit what is left.
 
     Costs come from timing one small batch of this backbone on this data (forward ~ 1 unit, training step ~ 3).
     """
@@ -74,6 +75,19 @@ def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seed
         options["lora"] = {"epochs": lora_epochs}
         spent += seeds * lora_epochs * epoch
         notes.append(f"lora: {lora_epochs} epochs")
+    if ds.modality == "text" and ds.task != "regression":
+        from ..strategies.contrastive import ContrastiveConfig
+
+        cfg = ContrastiveConfig()
+        pairs = min(cfg.max_pairs, 2 * cfg.pairs_per_example * n_train)
+        cost = 2 * pairs * 3 * per_item + probe  # two texts a pair, a training step ~3 forwards; tuned features
+        if spent + seeds * cost <= budget_s:
+            strategies.append("contrastive")
+            spent += seeds * cost
+            notes.append(f"contrastive: {pairs} sentence pairs, 1 epoch (~{cost:.0f} s a seed)")
+        else:
+            notes.append(f"contrastive skipped: its {pairs} sentence pairs (~{cost:.0f} s a seed) do not fit the "
+                         "budget")
     return Plan(strategies, options, spent, notes)
 
 
