@@ -138,3 +138,30 @@ def test_what_a_numeric_target_does_not_take(tmp_path):
     csv.write_text("text,label\n" + "".join(f"word{i},{i * 0.5}\n" for i in range(40)))
     assert_clean_failure(invoke("fit", csv, "--calibrate", "--out", tmp_path / "a"), "--calibrate")
     assert not (tmp_path / "a").exists()
+
+
+def test_an_epoch_with_r2_below_minus_one_is_still_kept_over_the_untrained_head():
+    from transferkit.core.training import ParamGroup, TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    trainer = Trainer(model, [ParamGroup("all", list(model.parameters()), 0.1)],
+                      lambda items, train, gen: torch.tensor(items, dtype=torch.float32)[:, None],
+                      TrainConfig(epochs=2, batch_size=4, patience=None), progress=False)
+    x = np.linspace(-1, 1, 16)
+    result = trainer.fit(list(x), 2 * x, [5.0, 5.1], np.array([0.0, 0.01]), 0, regression=True)
+    assert result.best_epoch >= 0 and result.best_val_accuracy < -1  # a terrible R^2, but a trained epoch
+
+
+def test_a_checkpoint_from_before_a_new_training_field_still_resumes(tmp_path):
+    import json
+
+    opts = {"epochs": 2, "patience": None, "lp_ft": False}
+    ck = tmp_path / "checkpoint"
+    _run("finetune", opts, checkpoint_dir=ck, stop_after=1)
+    meta = json.loads((ck / "trainer.json").read_text())
+    del meta["config"]["regression_loss"]  # as an older transferkit wrote it
+    del meta["identity"]["strategy settings"]["regression_loss"]
+    (ck / "trainer.json").write_text(json.dumps(meta))
+    _, _, resumed = _run("finetune", opts, checkpoint_dir=ck, resume=True)
+    assert resumed.info["resumed_from_epoch"] == 1

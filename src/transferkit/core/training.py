@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -243,6 +243,8 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, int(cfg.warmup_frac * total)))
         dist = Distributed.from_env()
         result = TrainResult()
+        if regression:  # R^2 has no floor: the first epoch must be a candidate however badly it scores
+            result.best_val_accuracy = -math.inf
         best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         start_epoch = 0
         if resume and self.checkpoint_dir is not None:
@@ -410,17 +412,21 @@ class Trainer:
         changed = []
         saved = meta.get("identity", {})
         for key, now in self.identity.items():
-            if key in saved and saved[key] != now:
-                changed.append(f"{key} ({_short(saved[key])} then, {_short(now)} now)")
+            then = saved.get(key)
+            if isinstance(then, dict) and isinstance(now, dict):  # a setting an older version did not record
+                now = {k: v for k, v in now.items() if k in then}
+            if key in saved and then != now:
+                changed.append(f"{key} ({_short(then)} then, {_short(now)} now)")
         if meta["seed"] != self.seed:
             changed.append(f"seed ({meta['seed']} then, {self.seed} now)")
         if meta["groups"] != [g.name for g in self.groups]:
             changed.append(f"set of trained parts ({', '.join(meta['groups'])} then)")
         ours = asdict(self.config)
-        keys = sorted(k for k in set(ours) | set(meta["config"]) if meta["config"].get(k) != ours.get(k))
+        saved = {**{f.name: f.default for f in fields(self.config)}, **meta["config"]}  # older ones lack new fields
+        keys = sorted(k for k in set(ours) | set(saved) if saved.get(k) != ours.get(k))
         if keys:
             changed.append("training settings: " + ", ".join(
-                f"{k} {_short(meta['config'].get(k))} then, {_short(ours.get(k))} now" for k in keys
+                f"{k} {_short(saved.get(k))} then, {_short(ours.get(k))} now" for k in keys
             ))
         return changed
 

@@ -290,7 +290,7 @@ def compare_record(res: CompareResult) -> dict[str, Any]:
         **res.meta,
         "runs": res.runs,
         "verdicts": {k: asdict(v) | {"text": v.text} for k, v in res.verdicts.items()},
-        "val_accuracy_mean": res.val_means(),
+        f"{val_key(res.task)}_mean": res.val_means(),
         "best": res.best,
     }
 

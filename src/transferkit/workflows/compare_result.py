@@ -51,7 +51,8 @@ class CompareResult(Tabulated):
 
         names = [f.name for f in fields(Verdict)]
         verdicts = {k: Verdict(**{n: v[n] for n in names if n in v}) for k, v in record["verdicts"].items()}
-        meta = {k: v for k, v in record.items() if k not in ("runs", "verdicts", "val_accuracy_mean", "best")}
+        dropped = ("runs", "verdicts", "val_accuracy_mean", "val_r2_mean", "best")
+        meta = {k: v for k, v in record.items() if k not in dropped}
         return cls(record["runs"], verdicts, record["best"], None, meta)
 
     def summary(self) -> list[dict[str, Any]]:
