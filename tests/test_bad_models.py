@@ -73,6 +73,7 @@ CASES = {
     "malformed preprocess": (
         _json(lambda c: c.update(preprocess={"kind": "image", "size": 3})), "preprocessing is malformed"
     ),
+    "tta not a flag": (_json(lambda c: c.update(tta="yes")), "its tta ('yes') is not true or false"),
     "no head file": (lambda m: (m / "head.safetensors").unlink(), "head.safetensors is missing"),
     "truncated head file": (_truncate("head.safetensors", 30), "not a readable safetensors file"),
     "garbage head file": (lambda m: (m / "head.safetensors").write_bytes(b"\x00" * 64), "not a readable safetensors"),

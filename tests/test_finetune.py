@@ -345,3 +345,26 @@ def test_a_kill_while_writing_a_checkpoint_leaves_nothing_behind_after_resume(tm
     _, resumed = _run({"epochs": 3, "patience": None}, checkpoint_dir=ck, resume=True)
     assert resumed.info["resumed_from_epoch"] == 1  # the last good checkpoint was put back and continued
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_tta_averages_each_image_with_its_mirror_and_travels_with_the_model(tmp_path):
+    bb, res = _run({"epochs": 1, "tta": True})
+    model = res.model
+    ds = _shades()
+    test = ds.take(make_splits(ds, seed=0).test)
+    assert model.tta
+    model.tta = False
+    plain = model._outputs(test, 64)
+    batch = bb.prepare(test)
+    with torch.no_grad():
+        mirror = model(batch.flip(-1)).numpy()
+    model.tta = True
+    np.testing.assert_allclose(model._outputs(test, 64), (plain + mirror) / 2, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res.test_proba, model.predict_proba(test), rtol=1e-5, atol=1e-6)
+    again = transferkit.load(model.save(tmp_path / "m"))
+    assert again.tta
+    np.testing.assert_allclose(again.predict_proba(test), model.predict_proba(test), rtol=1e-5, atol=1e-6)
+    with pytest.raises(TransferkitError, match="tta .* is for image classes only"):
+        _run({"epochs": 1, "tta": True}, ds=transferkit.Dataset(
+            [np.full((24, 24, 3), v, np.uint8) for v in range(0, 240, 10)],
+            [f"{v}.5" for v in range(24)], "image", task="regression"))

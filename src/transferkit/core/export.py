@@ -57,6 +57,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         "classes": model.classes,
         "task": model.task,
         "temperature": float(model.temperature),
+        "tta": bool(model.tta),
         **(extra or {}),
     }
     remove_stale_temps(path)  # what a killed run left half-written
@@ -130,6 +131,7 @@ def load(path: str | Path) -> TransferModel:
         backbone.mark_changed(full=False)
     model = TransferModel(backbone, head, cfg["classes"], cfg.get("task", "classification")).eval()
     model.temperature = float(cfg.get("temperature", 1.0))
+    model.tta = bool(cfg.get("tta", False))
     return model
 
 
@@ -182,6 +184,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     t = cfg.get("temperature", 1.0)
     if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
         raise bad(f"its temperature ({t!r}) is not a positive number")
+    tta = cfg.get("tta", False)
+    if not isinstance(tta, bool) or (tta and (task == "regression" or cfg["preprocess"].get("kind") != "image")):
+        raise bad(f"its tta ({tta!r}) is not true or false, or is true for a model that is not an image classifier")
     return cfg
 
 

@@ -71,6 +71,9 @@ class TransferModel(nn.Module):
         self.classes = list(classes)
         self.temperature = 1.0
         """Logits are divided by it in ``predict_proba`` (temperature scaling; 1: none)."""
+        self.tta = False
+        """Test-time augmentation of an image classifier: each input's logits are averaged with its mirror image's
+        in ``predict_proba`` (training and the training loop's validation do not use it)."""
 
     def forward_features(self, batch: Any) -> torch.Tensor:
         return self.backbone(batch)
@@ -123,8 +126,11 @@ class TransferModel(nn.Module):
         out = []
         device = next(self.parameters()).device
         for start in range(0, len(items), batch_size):
-            batch = self.backbone.prepare(items[start : start + batch_size])
-            out.append(self(self.backbone.to_device(batch, device)).float().cpu().numpy())
+            batch = self.backbone.to_device(self.backbone.prepare(items[start : start + batch_size]), device)
+            logits = self(batch).float()
+            if self.tta and self.task != "regression" and isinstance(batch, torch.Tensor):
+                logits = (logits + self(batch.flip(-1)).float()) / 2
+            out.append(logits.detach().cpu().numpy())
         return np.concatenate(out)
 
     def predict(self, inputs: Sequence[Any], batch_size: int = 64) -> list[Prediction]:

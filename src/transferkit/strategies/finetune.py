@@ -71,6 +71,10 @@ class FinetuneConfig(TrainConfig):
     """Random resized crops and flips for images during training (None: on for classes, off for a numeric target,
     where a flip or crop can change the very quantity to predict, e.g. an angle or a position)."""
 
+    tta: bool = False
+    """Test-time augmentation for images: average each test image's logits with its mirror image's (saved with
+    the model, so ``predict`` does the same); not for numeric targets."""
+
     def __post_init__(self) -> None:
         validate_config(self, "finetune")
 
@@ -118,6 +122,8 @@ class Finetune:
         regression = ds.task == "regression"
         score = "val_r2" if regression else "val_accuracy"
         augment = (not regression) if config.augment is None else config.augment
+        if config.tta and (regression or backbone.modality != "image"):
+            raise TransferkitError("tta (mirror-image test-time augmentation) is for image classes only.")
         t0 = time.perf_counter()
         info: dict[str, Any] = {"unfreeze": config.unfreeze, "augment": augment}
         head = linear_head(backbone.feature_dim, 1 if regression else len(ds.classes))
@@ -133,6 +139,7 @@ class Finetune:
             info[f"probe_{score}"] = probe.val_accuracy
         t_lp = time.perf_counter() - t0
         model = TransferModel(backbone, head, [] if regression else ds.classes, ds.task)
+        model.tta = config.tta  # predict_proba (the keep decision, the test split) uses it; training does not
         start = {k: v.detach().clone() for k, v in model.state_dict().items()} if probe is not None else None
         if regression and probe is not None:  # training works in standardised units (a fresh head starts in them)
             TargetScale.of(y[splits.train]).to_standard_units(head)
