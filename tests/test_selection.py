@@ -88,10 +88,12 @@ def test_compare_keeps_the_best_on_validation_not_on_test(tmp_path: Path, spec: 
     true, _ = _pair()
     res = compare(true, spec, ["linear-probe", "ft=finetune"], seeds=[0], progress=False,
                   options={"ft": {"epochs": 1, "batch_size": 8, "lp_ft": False}}, out=tmp_path / "c")
+    from transferkit.workflows.compare_result import choose_rung
+
     means = res.val_means()
-    assert res.best == max(means, key=means.get)
+    assert res.best == choose_rung(means, res.meta["val_items"], "classification")
     report = (tmp_path / "c" / "report.md").read_text()
-    assert f"kept `{res.best}`: the highest mean validation accuracy" in report
+    assert f"kept `{res.best}`: " in report and "mean validation accuracy" in report
     assert "test labels played no part in the choice" in report
     assert json.loads((tmp_path / "c" / "compare.json").read_text())["val_accuracy_mean"] == means
 
@@ -172,3 +174,14 @@ def test_distill_sweep_choice_ignores_the_test_labels(tmp_path: Path, spec: str)
     assert (da["temperature"], da["alpha"], da["sweep"]) == (db["temperature"], db["alpha"], db["sweep"])
     roles = ("teacher", role)
     assert [a.runs[0][r]["accuracy"] for r in roles] != [b.runs[0][r]["accuracy"] for r in roles]
+
+
+def test_the_cheapest_rung_within_one_standard_error_of_the_best_is_kept() -> None:
+    from transferkit.workflows.compare_result import choose_rung, one_se
+
+    means = {"linear-probe": 0.40, "finetune": 0.55, "lora": 0.67}
+    assert one_se(means, 6, "classification") == pytest.approx((0.67 * 0.33 / 6) ** 0.5)
+    assert choose_rung(means, 6, "classification") == "finetune"  # 6 validation items: 0.67 is mostly noise
+    assert choose_rung(means, 3000, "classification") == "lora"  # 3,000: the lead is real
+    assert choose_rung({"a": 0.5, "b": 0.5}, 10, "classification") == "a"  # ties: the cheaper
+    assert choose_rung({"a": 0.1, "b": 0.3}, 6, "regression") == "b"  # R^2: the best

@@ -22,7 +22,7 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
-from .compare_result import METRICS, SCRATCH, CompareResult, _val_means, val_key
+from .compare_result import METRICS, SCRATCH, CompareResult, _val_means, choose_rung, val_key
 from .evidence import regression_evidence, test_evidence
 from .html import write_html
 from .report import environment
@@ -253,8 +253,9 @@ def compare(
         for label in variants
     }
     val_mean = _val_means(runs, list(variants), score)
-    best = max(variants, key=lambda s: val_mean[s])  # validation only; the first (cheapest) wins ties
+    best = choose_rung(val_mean, len(splits.val) * len(seed_list), ds.task)  # validation only
     meta = {
+        "val_items": len(splits.val) * len(seed_list),
         "data": ds.name,
         "modality": ds.modality,
         "task": ds.task,

@@ -3,6 +3,7 @@ and the choice of the kept rung (on validation), for classes or a numeric target
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,9 +102,15 @@ class CompareResult(Tabulated):
         def shown(v: float) -> str:
             return f"{v:.3f}" if regression else f"{100 * v:.1f} %"
 
+        top = max(means, key=lambda k: means[k])
+        se = one_se(means, int(self.meta.get("val_items", 0)), self.task)
+        how = (f"the highest mean validation {what} ({shown(means[self.best])})" if self.best == top else
+               f"the cheapest rung within one standard error ({shown(se)}, {self.meta.get('val_items')} validation "
+               f"predictions) of the highest mean validation {what} ({shown(means[top])}, {top}): "
+               f"{shown(means[self.best])}")
         lines = [
-            f"kept `{self.best}`: the highest mean validation {what} ({shown(means[self.best])}) over "
-            f"{len(self.meta.get('seeds', []))} seeds; test labels played no part in the choice"
+            f"kept `{self.best}`: {how} over {len(self.meta.get('seeds', []))} seeds; test labels played no part "
+            "in the choice"
         ]
         names = list(means)
         for i, name in enumerate(names):
@@ -151,6 +158,23 @@ METRICS: dict[str, tuple[tuple[str, tuple[float, float]], ...]] = {
                    ("spearman", (-1.0, 1.0))),
 }
 """Each task's test metrics, in table order, with the range their interval is clipped to."""
+
+
+def one_se(means: dict[str, float], val_items: int, task: str) -> float:
+    """One standard error of the best mean validation accuracy over ``val_items`` validation predictions (0 for a
+    numeric target, whose R^2 has no such simple error: the best is kept there)."""
+    if task == "regression" or val_items <= 0:
+        return 0.0
+    p = max(means.values())
+    return math.sqrt(p * (1 - p) / val_items)
+
+
+def choose_rung(means: dict[str, float], val_items: int, task: str) -> str:
+    """The cheapest rung (the first, in ladder order) whose mean validation score is within one standard error of
+    the best (the one-standard-error rule): on a handful of validation items a costlier rung's lead is mostly
+    noise, and the cheaper rung is then the safer choice."""
+    top = max(means.values())
+    return next(k for k, v in means.items() if v >= top - one_se(means, val_items, task))
 
 
 def val_key(task: str) -> str:
