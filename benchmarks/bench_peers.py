@@ -43,10 +43,11 @@ def write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
     return path
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
-    """(wall seconds, stdout) of one process; a failure stops the benchmark with its output."""
+def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, str]:
+    """(wall seconds, stdout) of one process, run in ``cwd`` (where a peer writes its checkpoints); a failure
+    stops the benchmark with its output."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -56,8 +57,10 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 def fixed_test(ds, n: int, seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
     """(test indices, the pool left for training): a seeded, stratified test set of ``n`` items, each text once."""
     rng = np.random.default_rng(seed)
-    _, first = np.unique(np.asarray(ds.items, dtype=object).astype(str), return_index=True)
-    unique = np.sort(first)
+    first: dict[str, int] = {}  # not a numpy string array: its fixed width (the longest email) costs gigabytes
+    for i, item in enumerate(ds.items):
+        first.setdefault(str(item), i)
+    unique = np.asarray(sorted(first.values()), dtype=np.int64)
     y = ds.targets[unique]
     test = []
     for c in range(len(ds.classes)):
@@ -115,7 +118,7 @@ def main() -> None:
                 train_csv = write_csv(run / "train.csv", [texts[i] for i in train], [ds.labels[i] for i in train])
                 env = {**base_env, "TRANSFERKIT_CACHE": tempfile.mkdtemp(dir=run, prefix="cache-")}
                 s, out = timed([str(BIN / "python"), str(ROOT / "benchmarks/peers/setfit_run.py"), str(minilm),
-                                str(train_csv), str(test_csv), str(seed)], env)
+                                str(train_csv), str(test_csv), str(seed)], env, cwd=run)
                 acc[tools[0]].append(json.loads(out.strip().splitlines()[-1])["accuracy"])
                 wall[tools[0]].append(s)
                 for tool, extra in ((tools[1], ["--strategy", "auto", "--budget", args.budget, "--seeds",

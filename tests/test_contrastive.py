@@ -66,7 +66,8 @@ def test_pairs_are_balanced_seeded_and_capped():
         make_pairs(np.array([0, 1]), 3, 100, seed=0)
 
 
-def test_pairs_come_from_the_training_split_only(bert_dir, monkeypatch):
+def _spy_pairs(monkeypatch) -> dict:
+    """Records (under "texts") every text that the pairs tuning the encoder are made of."""
     seen = {}
     real = ctr.train_pairs
 
@@ -75,6 +76,11 @@ def test_pairs_come_from_the_training_split_only(bert_dir, monkeypatch):
         return real(backbone, texts, pairs, targets, *args, **kwargs)
 
     monkeypatch.setattr(ctr, "train_pairs", spy)
+    return seen
+
+
+def test_pairs_come_from_the_training_split_only(bert_dir, monkeypatch):
+    seen = _spy_pairs(monkeypatch)
     ds = _texts()
     _, splits, result = _run(f"hf:{bert_dir}", ds, max_pairs=50)
     assert seen["texts"] <= set(ds.take(splits.train)) and result.info["pairs"] == 50
@@ -193,3 +199,92 @@ def test_cli_fit_and_compare_take_contrastive(text_csv, bert_dir, tmp_path):
     assert result.exit_code == 0, (result.output, result.exception)
     runs = json.loads((out / "compare.json").read_text())["runs"]
     assert {r.get("strategy") for r in runs} >= {"linear-probe", "contrastive"}
+
+
+def _given_test(n_train: int = 8, n_test: int = 6) -> Dataset:
+    """Texts with a split column: the test set is given, the labels few (the cross-validation regime)."""
+    texts, labels = make_texts(n_train + n_test)
+    split = ["test" if i >= 2 * n_train else "train" for i in range(len(texts))]
+    return Dataset(texts, labels, "text", name="given", split=split)
+
+
+@pytest.mark.parametrize(("per_class", "n_classes", "want"), [(8, 3, 384), (16, 3, 1536), (8, 2, 128)])
+def test_by_default_every_distinct_pair_is_used_and_the_fewer_kind_repeated(per_class, n_classes, want):
+    labels = np.repeat(np.arange(n_classes), per_class)
+    pairs, targets = make_pairs(labels, None, 8000, seed=0)
+    assert len(pairs) == want == ctr.pair_count(len(labels), n_classes, ctr.ContrastiveConfig())
+    assert targets.sum() == len(pairs) / 2
+    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    assert (same == (targets == 1)).all() and (pairs[:, 0] < pairs[:, 1]).all()
+    distinct = {tuple(p) for p in pairs}
+    n = len(labels)
+    assert len(distinct) == n * (n - 1) // 2  # every pair of texts at least once
+    counts = np.unique([hash(tuple(p)) for p in pairs[same]], return_counts=True)[1]
+    assert counts.max() - counts.min() <= 1  # the repeated kind evenly
+    big = np.repeat([0, 1], 200)  # 79,800 distinct pairs: 20 sampled partners a text, capped
+    assert len(make_pairs(big, None, 8000, seed=0)[0]) == 8000 == ctr.pair_count(400, 2, ctr.ContrastiveConfig())
+
+
+def test_pair_loss_embeds_a_repeated_text_once(bert_dir):
+    bb = create_backbone(f"hf:{bert_dir}")
+    seen = []
+    real = bb.prepare
+    bb.prepare = lambda texts: seen.append(list(texts)) or real(texts)
+    a, b = ["good film", "bad film", "good film"], ["bad film", "a plot", "a plot"]
+    target = torch.tensor([0.0, 1.0, 0.0])
+    loss = ctr.pair_loss(bb, a, b, target, torch.device("cpu"))
+    assert seen == [["good film", "bad film", "a plot"]]
+    bb.prepare = real
+    emb = bb(bb.prepare(a + b))
+    want = torch.nn.functional.mse_loss(torch.nn.functional.cosine_similarity(emb[:3], emb[3:], dim=-1), target)
+    torch.testing.assert_close(loss, want, rtol=1e-5, atol=1e-6)
+
+
+def test_with_a_given_test_set_and_few_labels_every_label_tunes_the_encoder(bert_dir, monkeypatch):
+    seen = _spy_pairs(monkeypatch)
+    ds = _given_test()
+    strat = STRATEGIES.get("contrastive")
+    splits = make_splits(ds, seed=0)
+    assert len(splits.val) > 0 and "test" in splits.given
+    result = strat.run(create_backbone(f"hf:{bert_dir}"), ds, splits, make_config(strat, FAST),
+                       RunContext(seed=0, progress=False))
+    info = result.info
+    assert seen["texts"] == set(ds.take(np.concatenate([splits.train, splits.val])))
+    assert not seen["texts"] & set(ds.take(splits.test))
+    assert info["kept"] == "contrastive" and "kept by default" in info["kept_reason"]
+    assert info["selection"].startswith("5-fold cross-validation on train + val")
+    assert np.isnan(info["val_accuracy"]) and result.val_proba is None
+    assert "val_paired" not in info and "contrastive_val_accuracy" not in info
+
+
+def test_auto_keeps_contrastive_by_default_with_a_given_test_set_and_few_labels(bert_dir, tmp_path):
+    res = transferkit.fit(_given_test(), f"hf:{bert_dir}", "auto", budget="1h", seeds=1, progress=False,
+                          out=tmp_path / "auto", pairs_per_example=2)
+    assert list(res.compare.meta["strategies"]) == ["linear-probe", "contrastive"]
+    assert res.record["chosen"]["label"] == "contrastive"
+    assert res.record["chosen"]["by"].startswith("with few labels and a given test set, contrastive")
+    lines = res.compare.choice_lines()
+    assert lines[0].startswith("kept `contrastive`: with few labels") and len(lines) == 1
+    assert any("every label trains (the probe's C by 5-fold cross-validation)" in n
+               for n in res.record["compare"]["auto_plan"])
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} is not standard JSON")
+
+    record = json.loads((tmp_path / "auto" / "run.json").read_text(), parse_constant=refuse)
+    assert record["compare"]["val_accuracy_mean"]["contrastive"] is None  # no validation score exists
+    report = (tmp_path / "auto" / "report.md").read_text()
+    assert "kept `contrastive`" in report and "nan" not in report.lower()
+
+
+@pytest.mark.parametrize("strategy", ["contrastive", "auto"])
+def test_cli_refuses_calibrate_when_contrastive_trains_on_every_label(strategy, bert_dir, tmp_path):
+    from .test_cli import assert_clean_failure
+
+    ds = _given_test()
+    path = tmp_path / "given.csv"
+    path.write_text("text,label,split\n" + "".join(
+        f"{t},{lab},{s}\n" for t, lab, s in zip(ds.items, ds.labels, ds.split, strict=True)))
+    result = invoke("fit", path, "--backbone", f"hf:{bert_dir}", "--strategy", strategy, "--calibrate",
+                    "--out", tmp_path / "out", "--quiet")
+    assert_clean_failure(result, "--calibrate fits a temperature on held-out validation texts")
+    assert not (tmp_path / "out").exists()

@@ -141,7 +141,7 @@ def test_fit_auto_is_a_library_call_that_writes_run_json(tmp_path: Path, spec: s
         ({"top_k": 2}, "top_k does not apply to strategy auto"),
         ({"scratch": False}, "always runs the scratch control"),
         ({"seeds": 0}, "seeds must be at least 1"),
-        ({"budget": "1s", "unfreeze": "last:1"}, "apply to none of the strategies run (linear-probe)"),
+        ({"budget": "1s", "unfreez": "last:1"}, "apply to none of the strategies run (linear-probe)"),
     ],
 )
 def test_fit_auto_refuses_what_it_cannot_honour(kwargs: dict, message: str, spec: str) -> None:
@@ -150,7 +150,32 @@ def test_fit_auto_refuses_what_it_cannot_honour(kwargs: dict, message: str, spec
         transferkit.fit(true, spec, "auto", progress=False, **kwargs)
 
 
-def test_cli_fit_auto_honours_its_options(image_folder: Path, tmp_path: Path, spec: str) -> None:
+def test_fit_auto_notes_the_options_no_planned_rung_takes(tmp_path: Path, spec: str) -> None:
+    true, _ = _pair()
+    res = transferkit.fit(true, spec, "auto", budget="1s", unfreeze="last:1", progress=False, seeds=1)
+    assert res.record["compare"]["auto_plan"][-1] == "option(s) unfreeze not used: no rung planned takes them"
+
+
+def test_auto_runs_the_probe_alone_when_validation_cannot_choose(image_folder: Path, spec: str) -> None:
+    res = transferkit.fit(str(image_folder), spec, "auto", budget="1h", seeds=1, progress=False)
+    val = res.record["data"]["splits"]["val"]
+    assert val < 25 and res.record["chosen"]["label"] == "linear-probe"
+    assert list(res.compare.meta["strategies"]) == ["linear-probe"]
+    assert any(n.startswith(f"linear probe only: {val} validation predictions (one standard error")
+               for n in res.record["compare"]["auto_plan"])
+
+
+def test_auto_with_a_given_test_set_and_few_labels_trains_the_probe_on_every_label(spec: str) -> None:
+    true, _ = _pair()  # a split column: the test set is given; 10 labels per class
+    res = transferkit.fit(true, spec, "auto", budget="1h", seeds=1, progress=False)
+    assert list(res.compare.meta["strategies"]) == ["linear-probe"]
+    assert any("every label trains the probe (C by 5-fold cross-validation)" in n
+               for n in res.record["compare"]["auto_plan"])
+
+
+def test_cli_fit_auto_honours_its_options(image_folder: Path, tmp_path: Path, spec: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("transferkit.workflows.auto.SMALL_VAL_SE", 1.0)  # the tiny folder's validation split
     args = ["fit", str(image_folder), "--backbone", spec, "--strategy", "auto", "--budget", "1h", "--seeds", "1",
             "--seed", "5", "--epochs", "1", "--set", "batch_size=8", "--out", str(tmp_path / "a"), "--quiet"]
     result = CliRunner().invoke(app, args)

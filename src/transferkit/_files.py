@@ -4,6 +4,7 @@ merged by key."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -75,3 +76,19 @@ def merge_json(path: Path, key: str, value: Any, indent: int | None = None) -> N
     """Set ``key`` in the JSON object in ``path`` (atomic replace; a lost race only loses one record)."""
     data = {**read_json_dict(path), key: value}
     atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=indent)))
+
+
+def json_text(data: Any) -> str:
+    """Indented standard JSON: a score that does not exist (NaN, infinite) written as null, anything else unknown
+    as its string."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(data), indent=2, default=lambda o: clean(o.tolist()) if hasattr(o, "tolist") else str(o))

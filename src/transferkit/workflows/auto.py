@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._files import json_text
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import TransferkitError
@@ -34,13 +34,30 @@ class Plan:
     options: dict[str, dict[str, Any]]
     estimate_s: float
     notes: list[str]
+    prefer: str | None = None
+    """A rung kept by default, without a validation score to choose by (see ``plan_ladder``)."""
+    prefer_reason: str = ""
 
 
-def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seeds: int, budget_s: float) -> Plan:
+SMALL_VAL_SE = 0.10
+"""One standard error of a validation accuracy (at 50 %) above which auto runs no rung past the probe: over fewer than
+25 validation predictions a costlier rung could be kept only by a lead of over 10 points (the one-standard-error
+rule), which it would mostly owe to chance."""
+
+
+def plan_ladder(
+    backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seeds: int, budget_s: float, *,
+    val_items: int | None = None, cv_folds: int = 0, n_val: int = 0,
+) -> Plan:
     """Linear probe always; LP-FT on the last two blocks when the budget allows at least 2 epochs for every seed;
     LoRA on top for backbones with attention when there is room for that as well; for text classes, the
     contrastive (SetFit-style) rung when its sentence pairs fit what is left.
 
+    Classes with too few labels for validation to choose (``val_items`` validation predictions over all seeds, one
+    standard error above ``SMALL_VAL_SE``): the probe alone. A given test set with few labels (``cv_folds`` > 0: the
+    probe's C is cross-validated over all ``n_train + n_val`` labels, which a rung that holds out a validation split
+    cannot match): the probe, and for text classes the contrastive rung trained on every label and kept by default
+    (``Plan.prefer``: no validation split is left to choose by; the default is the one measured on development data).
     Costs come from timing one small batch of this backbone on this data (forward ~ 1 unit, training step ~ 3).
     """
     from ..backbones.adapters import default_targets
@@ -55,6 +72,35 @@ def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seed
     notes = [f"{per_item * 1000:.1f} ms per item forward; probe ~{probe:.0f} s, one fine-tuning epoch ~{epoch:.0f} s"]
     strategies, options = ["linear-probe"], {}
     spent = seeds * probe
+    text_classes = ds.modality == "text" and ds.task != "regression"
+    if text_classes and cv_folds:
+        from ..strategies.contrastive import ContrastiveConfig, pair_count
+
+        pairs = pair_count(n_train + n_val, len(ds.classes), ContrastiveConfig())
+        cost = _contrastive_cost(pairs, n_train + n_eval, per_item, ContrastiveConfig().batch_size)
+        notes.append(f"a given test set and few labels: every label trains (the probe's C by {cv_folds}-fold "
+                     "cross-validation); finetune and lora would hold a validation split out and are not run")
+        if spent + seeds * cost <= budget_s:
+            strategies.append("contrastive")
+            spent += seeds * cost
+            reason = ("with few labels and a given test set, contrastive (SetFit-style, sentence pairs from every "
+                      "labelled text) is the default: no validation split is left to check it, and "
+                      "benchmarks/dev_fewshot.py measured it level with or ahead of the probe at 8 and 16 texts per "
+                      "class")
+            notes.append(f"contrastive: {pairs} sentence pairs, 1 epoch (~{cost:.0f} s a seed), kept by default")
+            return Plan(strategies, options, spent, notes, "contrastive", reason)
+        notes.append(f"contrastive skipped: its {pairs} sentence pairs (~{cost:.0f} s a seed) do not fit the budget")
+        return Plan(strategies, options, spent, notes)
+    if ds.task != "regression" and (cv_folds or (val_items is not None and _se(val_items) > SMALL_VAL_SE)):
+        if cv_folds:
+            why = (f"a given test set and few labels: every label trains the probe (C by {cv_folds}-fold "
+                   "cross-validation), while finetune and lora would hold a validation split out of training and be "
+                   "judged on it alone")
+        else:
+            why = (f"{val_items} validation predictions (one standard error ~{100 * _se(val_items):.0f} points) "
+                   "cannot tell a costlier rung from the probe")
+        notes.append(f"linear probe only: {why}")
+        return Plan(strategies, options, spent, notes)
     left = budget_s - spent
     epochs = int(min(10, left / max(seeds * epoch, 1e-9)))
     if epochs >= 2:
@@ -75,12 +121,12 @@ def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seed
         options["lora"] = {"epochs": lora_epochs}
         spent += seeds * lora_epochs * epoch
         notes.append(f"lora: {lora_epochs} epochs")
-    if ds.modality == "text" and ds.task != "regression":
-        from ..strategies.contrastive import ContrastiveConfig
+    if text_classes:
+        from ..strategies.contrastive import ContrastiveConfig, pair_count
 
         cfg = ContrastiveConfig()
-        pairs = min(cfg.max_pairs, 2 * cfg.pairs_per_example * n_train)
-        cost = 2 * pairs * 3 * per_item + probe  # two texts a pair, a training step ~3 forwards; tuned features
+        pairs = pair_count(n_train, len(ds.classes), cfg)
+        cost = _contrastive_cost(pairs, n_train + n_eval, per_item, cfg.batch_size)
         if spent + seeds * cost <= budget_s:
             strategies.append("contrastive")
             spent += seeds * cost
@@ -89,6 +135,16 @@ def plan_ladder(backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seed
             notes.append(f"contrastive skipped: its {pairs} sentence pairs (~{cost:.0f} s a seed) do not fit the "
                          "budget")
     return Plan(strategies, options, spent, notes)
+
+
+def _contrastive_cost(pairs: int, n_items: int, per_item: float, batch: int) -> float:
+    """Seconds: a training step ~3 forwards of the distinct texts of its batch, then tuned features of every item."""
+    distinct = min(2 * batch, n_items)  # an upper bound: pair_loss embeds a repeated text once
+    return -(-pairs // batch) * distinct * 3 * per_item + n_items * per_item
+
+
+def _se(val_items: int) -> float:
+    return 0.5 / max(val_items, 1) ** 0.5
 
 
 def fit_auto(
@@ -134,7 +190,8 @@ def fit_auto(
         "backbone": res.meta["backbone"],
         "strategy": "auto",
         "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
-                   "by": f"mean validation {'R^2' if regression else 'accuracy'} over the seeds"},
+                   "by": res.meta.get("chosen_by") or
+                   f"mean validation {'R^2' if regression else 'accuracy'} over the seeds"},
         "config": {"budget": kw["budget"], "options": options, "scratch_budget": kw["scratch_budget"],
                    "configs": res.meta["configs"]},
         "seed": seeds[0],
@@ -151,7 +208,7 @@ def fit_auto(
         target = Path(out)
         target.mkdir(parents=True, exist_ok=True)
         res.model.save(target / "model")
-        (target / "run.json").write_text(json.dumps(record, indent=2, default=str))
+        (target / "run.json").write_text(json_text(record))
         (target / "report.md").write_text("\n".join(report_lines(res, "transferkit fit --strategy auto")))
         write_html(target)
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import json_text
 from ..backbones import create_backbone
 from ..core.evaluation import classification_metrics, regression_metrics, verdict
 from ..core.inputs import check_images, remember_images
@@ -22,6 +22,7 @@ from ..errors import TransferkitError
 from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
+from ..strategies.linear_probe import cv_folds
 from .compare_result import METRICS, SCRATCH, CompareResult, _val_means, choose_rung, val_key
 from .evidence import regression_evidence, test_evidence
 from .html import write_html
@@ -44,13 +45,29 @@ def parse_variants(strategies: Sequence[str]) -> dict[str, str]:
     return variants
 
 
+def unused_options(strategies: Sequence[str], common_options: dict[str, Any] | None) -> list[str]:
+    """The common options that none of ``strategies`` takes."""
+    from dataclasses import fields
+
+    has = [{f.name for f in fields(STRATEGIES.get(name).Config)} for name in strategies]
+    return sorted(k for k in common_options or {} if not any(k in h for h in has))
+
+
+LADDER = ("linear-probe", "finetune", "lora", "contrastive")
+"""Every strategy ``--strategy auto`` may run."""
+
+
 def rung_configs(
     variants: dict[str, str],
     options: dict[str, dict[str, Any]] | None,
     common_options: dict[str, Any] | None,
     plan_options: dict[str, dict[str, Any]],
+    ladder: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Each variant's validated config; its own options > options for every rung > what the auto plan chose."""
+    """Each variant's validated config; its own options > options for every rung > what the auto plan chose.
+
+    A common option must apply to one of the variants or, for auto, to one of the ``ladder`` strategies it may run
+    (a plan that skips a rung does not turn the user's options into errors)."""
     from dataclasses import fields
 
     unknown = sorted(set(options or {}) - set(variants))
@@ -58,7 +75,7 @@ def rung_configs(
         raise TransferkitError(f"Options given for {', '.join(unknown)}, which is not among {', '.join(variants)}.")
     common_options = common_options or {}
     has = {label: {f.name for f in fields(STRATEGIES.get(name).Config)} for label, name in variants.items()}
-    unused = sorted(k for k in common_options if not any(k in h for h in has.values()))
+    unused = unused_options([*variants.values(), *ladder], common_options)
     if unused:
         raise TransferkitError(
             f"Option(s) {', '.join(unused)} apply to none of the strategies run ({', '.join(variants)})."
@@ -161,6 +178,7 @@ def compare(
         from .auto import parse_budget, plan_ladder
 
         first = split.make(ds, seed=seed_list[0])
+        folds = 0 if regression else cv_folds(ds.targets[np.concatenate([first.train, first.val])], first)
         plan = plan_ladder(
             create_backbone(spec),
             ds,
@@ -168,16 +186,22 @@ def compare(
             len(first.val) + len(first.test),
             len(seed_list),
             budget if isinstance(budget, float | int) else parse_budget(budget),
+            val_items=len(first.val) * len(seed_list),
+            cv_folds=folds,
+            n_val=len(first.val),
         )
         strategies = plan.strategies
         notes += plan.notes
+        idle = unused_options(plan.strategies, common_options)
+        if idle:
+            notes.append(f"option(s) {', '.join(idle)} not used: no rung planned takes them")
         plan_options = plan.options
         if progress:
             out_console.print("auto: " + "; ".join(notes))
     else:
-        plan_options = {}
+        plan, plan_options = None, {}
     variants = parse_variants(list(strategies))
-    configs = rung_configs(variants, options, common_options, plan_options)
+    configs = rung_configs(variants, options, common_options, plan_options, LADDER if is_auto else ())
     runs: list[dict[str, Any]] = []
     models: dict[str, TransferModel] = {}
     first_proba: dict[str, Any] = {}  # the first seed's test probabilities (or values): the saved model's evidence
@@ -253,8 +277,10 @@ def compare(
         for label in variants
     }
     val_mean = _val_means(runs, list(variants), score)
-    best = choose_rung(val_mean, len(splits.val) * len(seed_list), ds.task)  # validation only
+    prefer = plan.prefer if plan is not None else None
+    best = prefer or choose_rung(val_mean, len(splits.val) * len(seed_list), ds.task)  # validation only
     meta = {
+        "chosen_by": plan.prefer_reason if prefer else "",
         "val_items": len(splits.val) * len(seed_list),
         "data": ds.name,
         "modality": ds.modality,
@@ -318,7 +344,7 @@ def _write(res: CompareResult, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if res.model is not None:
         res.model.save(out / "model")
-    (out / "compare.json").write_text(json.dumps(compare_record(res), indent=2, default=str))
+    (out / "compare.json").write_text(json_text(compare_record(res)))
     (out / "report.md").write_text("\n".join(report_lines(res)))
     write_html(out)
 

@@ -102,6 +102,9 @@ class CompareResult(Tabulated):
         def shown(v: float) -> str:
             return f"{v:.3f}" if regression else f"{100 * v:.1f} %"
 
+        if self.meta.get("chosen_by"):  # a default the data was too small to check (see plan_ladder)
+            return [f"kept `{self.best}`: {self.meta['chosen_by']}; test labels played no part in the choice"]
+        means = _checked(means)
         top = max(means, key=lambda k: means[k])
         se = one_se(means, int(self.meta.get("val_items", 0)), self.task)
         how = (f"the highest mean validation {what} ({shown(means[self.best])})" if self.best == top else
@@ -173,8 +176,14 @@ def choose_rung(means: dict[str, float], val_items: int, task: str) -> str:
     """The cheapest rung (the first, in ladder order) whose mean validation score is within one standard error of
     the best (the one-standard-error rule): on a handful of validation items a costlier rung's lead is mostly
     noise, and the cheaper rung is then the safer choice."""
+    means = _checked(means)
     top = max(means.values())
     return next(k for k, v in means.items() if v >= top - one_se(means, val_items, task))
+
+
+def _checked(means: dict[str, float]) -> dict[str, float]:
+    """The rungs that have a validation score (a rung trained on every label has none)."""
+    return {k: v for k, v in means.items() if math.isfinite(v)}
 
 
 def val_key(task: str) -> str:
@@ -183,7 +192,9 @@ def val_key(task: str) -> str:
 
 
 def _val_means(runs: list[dict[str, Any]], labels: Sequence[str], key: str = "val_accuracy") -> dict[str, float]:
-    return {name: float(np.mean([r[key] for r in runs if r["model"] == name])) for name in labels}
+    """Each rung's mean validation score; NaN for a rung that has none (null in a record read back)."""
+    return {name: float(np.mean([np.nan if r[key] is None else r[key] for r in runs if r["model"] == name]))
+            for name in labels}
 
 
 def _clip(ci: tuple[float, float, float], low: float = 0.0, high: float = 1.0) -> tuple[float, float, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._files import json_text
 from .._version import __version__
 from ..backbones import create_backbone
 from ..core.evaluation import classification_metrics, regression_metrics, verdict
@@ -164,6 +164,16 @@ def fit(
     ds = DataSpec(text_column, label_column, image_column, encoding, test=test, val=val, task=task).load(data)
     if ds.task == "regression":
         check_numeric_target(ds.name, strategy, calibrate)
+    if calibrate and strategy in ("contrastive", "auto") and ds.modality == "text" and ds.task != "regression":
+        from ..strategies.linear_probe import cv_folds
+
+        pool = split.make(ds)
+        if cv_folds(ds.targets[np.concatenate([pool.train, pool.val])], pool):
+            raise TransferkitError(
+                "--calibrate fits a temperature on held-out validation texts, but with a given test set and few labels "
+                f"{'auto keeps contrastive, which' if strategy == 'auto' else 'contrastive'} trains on every labelled "
+                "text: give --val too, or leave out --calibrate."
+            )
     if strategy == "auto":
         if resume:
             raise TransferkitError(
@@ -385,7 +395,7 @@ def write_run(result: FitResult, out: Path) -> None:
     """``out/model`` (the saved model), ``out/run.json`` (the record) and ``out/report.md``."""
     out.mkdir(parents=True, exist_ok=True)
     result.model.save(out / "model")
-    (out / "run.json").write_text(json.dumps(result.record, indent=2, default=str))
+    (out / "run.json").write_text(json_text(result.record))
     r = result.record
     text = [
         f"# transferkit run: {r['data']['name']}",

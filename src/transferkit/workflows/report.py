@@ -151,7 +151,8 @@ def layout_note(layout: str, given: list[str] | tuple[str, ...]) -> list[str]:
     if not given:
         return []
     parts = " and ".join({"val": "validation", "test": "test"}[g] for g in given)
-    return [f"Splits as given ({layout}): the {parts} data used as it is, nothing split off for it."]
+    where = f" ({layout})" if layout else ""
+    return [f"Splits as given{where}: the {parts} data used as it is, nothing split off for it."]
 
 
 def duplicates_note(n: int) -> list[str]:
