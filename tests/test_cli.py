@@ -55,7 +55,7 @@ def text_run(tmp_path_factory, text_csv, bert_dir) -> Path:
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for cmd in ("backbones", "datasets", "fit", "predict"):
+    for cmd in ("backbones", "datasets", "fit", "predict", "detect"):
         assert cmd in result.output
 
 

@@ -2,6 +2,7 @@
 
 from ._version import __version__
 from .backbones import create_backbone, list_backbones
+from .core.detector import AnomalyDetector, load_detector
 from .core.export import load
 from .core.model import Prediction, TransferModel
 from .data import DATASETS as datasets
@@ -9,16 +10,19 @@ from .data import Dataset, from_arrays, from_folder, from_table, load_builtin
 from .errors import BackboneUnavailableError, DataError, TransferkitError
 from .workflows.adapt import AdaptResult, adapt
 from .workflows.compare import CompareResult, compare
+from .workflows.detect import DetectResult, detect
 from .workflows.distill import DistillResult, distill
 from .workflows.fit import FitResult, fit
 from .workflows.rank import RankResult, rank
 
 __all__ = [
     "AdaptResult",
+    "AnomalyDetector",
     "BackboneUnavailableError",
     "CompareResult",
     "DataError",
     "Dataset",
+    "DetectResult",
     "DistillResult",
     "FitResult",
     "Prediction",
@@ -30,6 +34,7 @@ __all__ = [
     "compare",
     "create_backbone",
     "datasets",
+    "detect",
     "distill",
     "fit",
     "from_arrays",
@@ -38,5 +43,6 @@ __all__ = [
     "list_backbones",
     "load",
     "load_builtin",
+    "load_detector",
     "rank",
 ]

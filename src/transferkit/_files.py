@@ -49,6 +49,39 @@ def recover(target: Path) -> None:
         os.replace(old, target)
 
 
+def check_replaceable(path: Path, ours: frozenset[str], what: str) -> None:
+    """Refuse to save ``what`` over ``path`` when it holds anything but the files ``ours`` names (a folder
+    transferkit did not write, or a file)."""
+    from .errors import TransferkitError
+
+    if not path.exists():
+        return
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in ours) if path.is_dir() else [path.name]
+    if foreign:
+        raise TransferkitError(f"{path} holds {', '.join(foreign[:3])}, which transferkit did not write: the {what} "
+                               "is not saved over it; choose another folder.")
+
+
+def atomic_folder(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` the files of folder ``path`` into a temp folder beside it, then put it in ``path``'s place (with the
+    permissions the user's umask gives); an interrupted write leaves only a temp folder, removed next time."""
+    import shutil
+
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    os.chmod(tmp, user_mode(directory=True))  # mkdtemp makes it 0700
+    try:
+        write(tmp)
+        for f in tmp.iterdir():  # safetensors writes its files 0600
+            os.chmod(f, user_mode())
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a temp file in ``path``'s folder, then rename it over ``path``: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

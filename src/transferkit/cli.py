@@ -13,6 +13,7 @@ import typer
 from .data.spec import DataSpec, SplitSpec
 from .errors import TransferkitError
 from .methods.adaptation import ADAPTING
+from .methods.anomaly import BUILTIN as BUILTIN_DETECTORS
 
 
 def _plain_help(cls: type) -> type:
@@ -497,6 +498,60 @@ def rank(
     _report_path(target)
 
 
+@app.command(cls=_Command)
+def detect(
+    data: Annotated[str, typer.Argument(
+        help="Normal examples: an image folder, a CSV/JSONL of texts, or (with --normal) labelled data or a built-in "
+        "dataset name.")],
+    normal: Annotated[str | None, typer.Option(
+        help="Comma-separated normal class(es) of a labelled DATA: only they are fitted on; its other classes (and "
+        "its test split, the default test set) are what the detector must flag.")] = None,
+    test: Annotated[Path | None, typer.Option(
+        help="Labelled test data (folder or CSV/JSONL): normal / anomaly labels, or class names with --normal; "
+        "read for the report only.")] = None,
+    fpr: Annotated[float | None, typer.Option(
+        help="Threshold: the share of held-out normal data flagged (default 0.05).")] = None,
+    contamination: Annotated[float | None, typer.Option(
+        help="Threshold from the expected share of anomalies in the normal data instead of --fpr.")] = None,
+    detectors: Annotated[str, typer.Option(
+        help="Comma-separated: knn, mahalanobis, pyod:<Class> (with pyod installed); the first is saved.")
+    ] = ",".join(BUILTIN_DETECTORS),
+    backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the offline pack for the data).")
+                        ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds (each a different fit / threshold split of the normal data).")
+                     ] = 3,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    max_test: Annotated[int | None, typer.Option(help="Score at most N test items (stratified).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/<data name>-detect).")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column of a CSV/JSONL file.")] = None,
+    image_column: Annotated[str | None, typer.Option(help="Image-path column of a CSV/JSONL file.")] = None,
+    label_column: Annotated[str, typer.Option(help="Label column of a CSV/JSONL file.")] = "label",
+    encoding: Annotated[str, typer.Option(help="Text encoding of a CSV/JSONL file.")] = "utf-8",
+    cache: Annotated[bool, typer.Option(metavar="", help="Use the on-disk feature cache.")] = True,
+    quiet: Annotated[bool, typer.Option(metavar="", help="No progress bars.")] = False,
+    overwrite: Annotated[bool, typer.Option(metavar="", help="Replace the earlier run in --out.")] = False,
+) -> None:
+    """Fit anomaly detectors on normal data only (pretrained features vs raw inputs), save one for `predict`."""
+    from .workflows.detect import detect as run_detect
+    from .workflows.detect import print_detect
+
+    try:
+        name = Path(data).stem if Path(data).exists() else data
+        res = run_detect(
+            data, backbone, normal=normal, test=test, fpr=fpr, contamination=contamination, detectors=detectors,
+            seeds=seeds, seed=seed, max_test=max_test,
+            out=(target := _out(out, Path("runs") / f"{name}-detect", overwrite)), overwrite=overwrite,
+            use_cache=cache, progress=not quiet, text_column=text_column, label_column=label_column,
+            image_column=image_column, encoding=encoding,
+        )
+    except TransferkitError as e:
+        _fail(e)
+        return
+    print_detect(res)
+    typer.echo(f"saved detector to {target / 'model'}")
+    typer.echo(f"report: {target / 'report.md'}")
+
+
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings -> options; values are read as JSON when they parse (numbers, true, null, lists)."""
     out: dict[str, Any] = {}
@@ -527,27 +582,30 @@ def predict(
     quiet: Annotated[bool, typer.Option(metavar="", help="No progress bar.")] = False,
 ) -> None:
     """Label + probability for each input with a saved model (streamed: inputs of any number)."""
+    from .core.detector import is_detector, load_detector
     from .core.export import load
     from .core.progress import console
     from .workflows.predict import check_output, collect_inputs, predict_stream
 
     def show(row: dict[str, Any]) -> None:
-        keys = ("input", "value") if "value" in row else ("input", "label", "probability")
+        keys = (("input", "value") if "value" in row else ("input", "score", "verdict") if "score" in row else
+                ("input", "label", "probability"))
         if as_json:
             sys.stdout.write(json.dumps({k: row[k] for k in keys}) + "\n")
             return
         name = row["input"] if len(row["input"]) <= 60 else row["input"][:57] + "..."
-        said = f"{row['value']:.6g}" if "value" in row else f"{row['label']}\t{row['probability']:.4f}"
+        said = (f"{row['value']:.6g}" if "value" in row else f"{row['score']:.3f}\t{row['verdict']}" if "score" in row
+                else f"{row['label']}\t{row['probability']:.4f}")
         sys.stdout.write(f"{name}\t{said}\n")
 
     try:
         target = check_output(output, overwrite) if output is not None else None
-        model = load(model_dir)
+        model = load_detector(model_dir) if is_detector(model_dir) else load(model_dir)
         items, names, labels = collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
         if not items:
             raise TransferkitError("Nothing to predict: pass inputs or --file.")
         truth = None
-        if labels is not None:
+        if labels is not None and model.task != "detection":
             truth = model.target_values(labels, str(file)) if model.task == "regression" else model.label_indices(
                 labels, where=str(file))
         summary = predict_stream(model, items, names, truth, target, None if target else show,

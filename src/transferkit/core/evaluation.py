@@ -138,7 +138,7 @@ class Verdict:
                 "(single seed: no confidence interval)."
             )
         low, high = self.low, self.high
-        if self.metric == "accuracy":  # an accuracy difference lies in [-100, +100]; an R^2 one has no floor
+        if self.metric in ("accuracy", "AUROC"):  # a difference of proportions lies in [-100, +100]; of R^2s, not
             low, high = max(low, -100.0), min(high, 100.0)
         few = " - too few seeds for a useful interval" if high - low > 50 else ""
         diff, span, n = f"{self.diff:+.1f} points", f"[{low:+.1f}, {high:+.1f}]", f"({self.seeds} seeds{few})"

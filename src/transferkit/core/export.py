@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .._files import remove_stale_temps, user_mode
+from .._files import atomic_folder, check_replaceable
 from .._version import __version__
 from ..backbones import create_backbone
 from ..backbones.base import preprocess_from_dict
@@ -31,13 +28,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists():  # replace only a model folder transferkit wrote, and nothing else that is in it
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in MODEL_FILES) if path.is_dir() else [path.name]
-        if foreign:
-            raise TransferkitError(
-                f"{path} holds {', '.join(foreign[:3])}, which transferkit did not write: the model is not saved "
-                "over it; choose another folder."
-            )
+    check_replaceable(path, MODEL_FILES, "model")  # only a model folder transferkit wrote is replaced
     path.parent.mkdir(parents=True, exist_ok=True)
     bb = model.backbone
     save_backbone = not bb.pretrained or bb.weights_changed
@@ -60,10 +51,7 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         "tta": bool(model.tta),
         **(extra or {}),
     }
-    remove_stale_temps(path)  # what a killed run left half-written
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    os.chmod(tmp, user_mode(directory=True))  # mkdtemp makes it 0700
-    try:
+    def write(tmp: Path) -> None:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()},
             str(tmp / "head.safetensors"),
@@ -79,14 +67,8 @@ def save_model(model: TransferModel, path: str | Path, extra: dict[str, Any] | N
         if bb.adapter is not None:
             save_file({k: v for k, v in state.items() if "lora_" in k}, str(tmp / "adapter.safetensors"))
         (tmp / CONFIG).write_text(json.dumps(cfg, indent=2))
-        for f in tmp.iterdir():  # safetensors writes its files 0600
-            os.chmod(f, user_mode())
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    atomic_folder(path, write)  # a killed run's half-written temp folder is removed first
     return path
 
 

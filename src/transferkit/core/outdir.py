@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import TransferkitError
 
-RUN_RECORDS = ("run.json", "compare.json", "distill.json", "adapt.json", "rank.json")
+RUN_RECORDS = ("run.json", "compare.json", "distill.json", "adapt.json", "rank.json", "detect.json")
 """Files only transferkit writes at the top of a run folder: their presence makes a folder a run."""
 
 

@@ -75,7 +75,8 @@ def predict_stream(
     or JSONL, written to a temp file renamed into place at the end) and to ``on_row``. Returns the count and, with
     ``truth``, the accuracy (regression: MAE and RMSE)."""
     regression = model.task == "regression"
-    header, rows = (_value_rows if regression else _class_rows)(model, truth is not None)
+    kind = _score_rows if model.task == "detection" else _value_rows if regression else _class_rows
+    header, rows = kind(model, truth is not None)
     scored: list[float] = []  # per row with a truth: 1/0 right (classes) or the error (values)
     with _sink(output, header) as write, progress_bar("predict", len(items), enabled=progress) as bar:
         for start in range(0, len(items), CHUNK):
@@ -136,6 +137,17 @@ def _value_rows(model: Any, has_truth: bool) -> tuple[list[str], Rows]:
             yield row, cells, score
 
     return header, rows
+
+
+def _score_rows(model: Any, has_truth: bool) -> tuple[list[str], Rows]:
+    """The CSV header and the rows of an anomaly detector: standardised score and verdict."""
+
+    def rows(chunk: list[Any], names: Sequence[str], truth: np.ndarray | None) -> Iterator[Any]:
+        for k, p in enumerate(model.predict(chunk)):
+            row = {"input": names[k], "score": p.score, "verdict": p.verdict}
+            yield row, [row["input"], f"{p.score:.6g}", p.verdict], None
+
+    return ["input", "score", "verdict"], rows
 
 
 @contextmanager

@@ -1,0 +1,157 @@
+"""Anomaly detectors fitted on normal examples only, on feature vectors (a backbone's, or the control's pixels /
+TF-IDF): kNN distance, Mahalanobis distance with Ledoit-Wolf shrinkage, and pyod's detectors when pyod is installed.
+
+Every detector's raw score (higher: more unusual) is standardised on held-out normal data (its median and
+MAD-scaled spread), so a threshold means the same for every detector and backbone; the threshold is the
+standardised score that the chosen share of held-out normal data exceeds (the target false-positive rate).
+A fitted detector is plain arrays and JSON-able parameters: it saves to safetensors + JSON, never a pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import TransferkitError
+
+BUILTIN = ("knn", "mahalanobis")
+"""The detectors that need nothing beyond the core dependencies; ``pyod:<Class>`` names one of pyod's."""
+
+KNN_K = 2
+"""Neighbours the kNN score averages over (see ``KNNDetector``)."""
+
+
+def check_detector(name: str) -> str:
+    """``name`` if it is a detector this installation can run; else one sentence saying what can."""
+    if name in BUILTIN:
+        return name
+    if name.startswith("pyod:") and len(name) > 5:
+        _pyod_class(name[5:])
+        return name
+    raise TransferkitError(
+        f"Unknown detector {name!r}: use {', '.join(BUILTIN)}, or pyod:<Class> (e.g. pyod:ECOD, pyod:IForest) with "
+        "pyod installed."
+    )
+
+
+def _pyod_class(cls: str) -> Any:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"pyod.models.{cls.lower()}")
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "pyod" and e.name in ("pyod", "pyod.models"):
+            raise TransferkitError(
+                f"pyod:{cls} needs pyod: pip install 'transferkit[detect]' (or pyod), or use {', '.join(BUILTIN)}."
+            ) from None
+        raise TransferkitError(f"pyod has no detector {cls!r} (pyod.models.{cls.lower()} does not exist).") from None
+    if not hasattr(module, cls):
+        raise TransferkitError(f"pyod.models.{cls.lower()} has no class {cls!r} (pyod's names are case-sensitive).")
+    return getattr(module, cls)
+
+
+@dataclass
+class Detector:
+    """A fitted detector: ``name``, JSON-able ``params``, its state as ``arrays``, and the standardisation and
+    threshold set on held-out normal data (``calibrate``)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    center: float = 0.0
+    scale: float = 1.0
+    threshold: float = float("inf")
+    _model: Any = field(default=None, repr=False)
+
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """Raw anomaly scores (higher: more unusual) of feature rows ``x``."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.name == "knn":
+            return _knn_scores(_unit(x), self.arrays["bank"], int(self.params["k"]))
+        if self.name == "mahalanobis":
+            d = x - self.arrays["mean"]
+            return np.einsum("ij,jk,ik->i", d, self.arrays["precision"], d, optimize=True)
+        if self._model is None:  # pyod: refit on the saved normal features (deterministic with its seed)
+            self._model = _fit_pyod(self.name, self.arrays["bank"], self.params)
+        return np.asarray(self._model.decision_function(x), dtype=np.float64)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Standardised scores: 0 is a typical normal example, each unit one (robust) standard deviation of the
+        normal scores."""
+        return (self.raw(x) - self.center) / self.scale
+
+    def calibrate(self, normal_scores_raw: np.ndarray, rate: float) -> None:
+        """Standardise on held-out normal data's raw scores; threshold: the standardised score that a share
+        ``rate`` of them exceeds."""
+        s = np.asarray(normal_scores_raw, dtype=np.float64)
+        self.center = float(np.median(s))
+        mad = float(np.median(np.abs(s - self.center))) * 1.4826
+        self.scale = mad if mad > 1e-12 else float(s.std()) or 1.0
+        z = (s - self.center) / self.scale
+        self.threshold = float(np.quantile(z, 1.0 - rate, method="higher")) if rate > 0 else float(z.max())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "center": self.center, "scale": self.scale,
+                "threshold": self.threshold}
+
+
+def fit_detector(name: str, x: np.ndarray, seed: int = 0, k: int = KNN_K) -> Detector:
+    """``name`` fitted on the normal feature rows ``x`` (not yet calibrated)."""
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) < 2:
+        raise TransferkitError(f"A detector needs at least 2 normal examples to fit on, got {len(x)}.")
+    if name == "knn":
+        k = max(1, min(int(k), len(x) - 1))
+        return Detector("knn", {"k": k}, {"bank": _unit(x)})
+    if name == "mahalanobis":
+        from sklearn.covariance import LedoitWolf
+
+        lw = LedoitWolf().fit(x.astype(np.float64))
+        return Detector("mahalanobis", {"shrinkage": float(lw.shrinkage_)},
+                        {"mean": lw.location_.astype(np.float32), "precision": lw.precision_.astype(np.float32)})
+    params = {"random_state": seed}
+    det = Detector(name, params, {"bank": x})
+    det._model = _fit_pyod(name, x, params)
+    return det
+
+
+def _fit_pyod(name: str, x: np.ndarray, params: dict[str, Any]) -> Any:
+    import inspect
+
+    cls = _pyod_class(name[5:])
+    kwargs = {k: v for k, v in params.items() if k in inspect.signature(cls).parameters}
+    return cls(**kwargs).fit(x)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (kNN compares directions: cosine distance)."""
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _knn_scores(q: np.ndarray, bank: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Mean cosine distance of each query row to its ``k`` nearest bank rows."""
+    out = np.empty(len(q))
+    for i in range(0, len(q), chunk):
+        sim = q[i : i + chunk] @ bank.T
+        top = np.partition(-sim, k - 1, axis=1)[:, :k]
+        out[i : i + chunk] = 1.0 + top.mean(axis=1)  # 1 - mean similarity of the k nearest
+    return out
+
+
+def detection_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float) -> dict[str, float]:
+    """AUROC and average precision of ``scores`` for the anomalies, and the false-positive rate and recall of
+    flagging scores above ``threshold``."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(is_anomaly, dtype=bool)
+    if y.all() or not y.any():
+        raise TransferkitError("The test set needs both normal and anomalous examples to be scored.")
+    flagged = np.asarray(scores) > threshold
+    return {
+        "auroc": float(roc_auc_score(y, scores)),
+        "average_precision": float(average_precision_score(y, scores)),
+        "fpr": float(flagged[~y].mean()),
+        "recall": float(flagged[y].mean()),
+    }
