@@ -91,6 +91,11 @@ def test_detect_fits_on_the_normal_class_only_saves_and_predicts(tmp_path):
     assert record["summary"][0]["detector"] == "knn" and "AUROC" in record["verdicts"]["knn"]["text"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "raw pixels" in report and "saved detector: knn" in report and "Highest-scoring test items" in report
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Score histogram" in page and "Highest-scoring test items" in page and "AUROC" in page
+    (tmp_path / "run" / "report.html").unlink()
+    rebuilt = invoke("report", tmp_path / "run")
+    assert rebuilt.exit_code == 0 and (tmp_path / "run" / "report.html").read_text() == page
     det = transferkit.load_detector(tmp_path / "run" / "model")
     test_items = [ds.items[i] for i, s in enumerate(ds.split) if s == "test"]
     scores = det.score(test_items)
@@ -176,6 +181,7 @@ def test_text_detection_against_tfidf(bert_dir):
         (["--detectors", "knn,knn"], "one or more distinct detectors"),
         (["--normal", "purple"], "--normal purple: not a class of"),
         (["--seeds", "0"], "seeds must be at least 1"),
+        (["--k", "0"], "k must be at least 1"),
     ],
 )
 def test_cli_detect_refuses_bad_options(args, message, image_folder, tmp_path):
@@ -211,3 +217,14 @@ def test_a_damaged_detector_is_one_sentence(tmp_path):
     with pytest.raises(TransferkitError, match="is not a readable detector"):
         transferkit.load_detector(model)
     assert isinstance(res.detector.detector, Detector)
+
+
+def test_a_pyod_detector_saves_as_features_and_refits_on_load(tmp_path, spec):
+    ds = _patches()
+    res = transferkit.detect(ds, spec, normal="red", detectors="pyod:ECOD,knn", seeds=1, out=tmp_path / "run",
+                             progress=False)
+    assert res.meta["saved"] == "pyod:ECOD" and {r["detector"] for r in res.runs} == {"pyod:ECOD", "knn"}
+    det = transferkit.load_detector(tmp_path / "run" / "model")
+    assert det.detector.name == "pyod:ECOD" and det.detector._model is None  # nothing unpickled: refitted on use
+    test_items = [ds.items[i] for i, s in enumerate(ds.split) if s == "test"]
+    np.testing.assert_allclose(det.score(test_items), res.detector.score(test_items), rtol=1e-5, atol=1e-5)

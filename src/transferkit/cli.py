@@ -14,6 +14,7 @@ from .data.spec import DataSpec, SplitSpec
 from .errors import TransferkitError
 from .methods.adaptation import ADAPTING
 from .methods.anomaly import BUILTIN as BUILTIN_DETECTORS
+from .methods.anomaly import KNN_K
 
 
 def _plain_help(cls: type) -> type:
@@ -516,6 +517,7 @@ def detect(
     detectors: Annotated[str, typer.Option(
         help="Comma-separated: knn, mahalanobis, pyod:<Class> (with pyod installed); the first is saved.")
     ] = ",".join(BUILTIN_DETECTORS),
+    k: Annotated[int, typer.Option(help="knn: neighbours the score averages over.")] = KNN_K,
     backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the offline pack for the data).")
                         ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds (each a different fit / threshold split of the normal data).")
@@ -539,7 +541,7 @@ def detect(
         name = Path(data).stem if Path(data).exists() else data
         res = run_detect(
             data, backbone, normal=normal, test=test, fpr=fpr, contamination=contamination, detectors=detectors,
-            seeds=seeds, seed=seed, max_test=max_test,
+            k=k, seeds=seeds, seed=seed, max_test=max_test,
             out=(target := _out(out, Path("runs") / f"{name}-detect", overwrite)), overwrite=overwrite,
             use_cache=cache, progress=not quiet, text_column=text_column, label_column=label_column,
             image_column=image_column, encoding=encoding,

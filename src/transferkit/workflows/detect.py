@@ -19,14 +19,15 @@ from typing import Any
 import numpy as np
 
 from .._files import json_text
+from .._version import __version__
 from ..backbones import create_backbone
 from ..core.detector import AnomalyDetector
 from ..core.evaluation import Verdict, mean_ci, verdict
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec
 from ..errors import DataError, TransferkitError
-from ..methods.anomaly import BUILTIN, check_detector, detection_metrics, fit_detector
-from .report import Column, ResultTable, Tabulated, percent_ci
+from ..methods.anomaly import BUILTIN, KNN_K, check_detector, detection_metrics, fit_detector
+from .report import Column, ResultTable, Tabulated, environment, percent_ci
 
 NORMAL_WORDS = ("normal", "inlier", "0", "false")
 ANOMALY_WORDS = ("anomaly", "anomalous", "abnormal", "outlier", "1", "true")
@@ -34,7 +35,7 @@ ANOMALY_WORDS = ("anomaly", "anomalous", "abnormal", "outlier", "1", "true")
 
 METRICS = (("auroc", "AUROC"), ("average_precision", "average precision"), ("fpr", "FPR at threshold"),
            ("recall", "recall at threshold"))
-CONTROL = {"image": "raw pixels (32x32, PCA to at most 256)", "text": "TF-IDF 1-2 grams (LSA to at most 256)"}
+CONTROL = {"image": "raw pixels (32x32)", "text": "TF-IDF 1-2 grams (LSA to at most 256)"}
 
 
 @dataclass
@@ -155,13 +156,10 @@ def control_inputs(pool: Dataset) -> Any:
 
 
 def control_features(raw: Any, fit: np.ndarray, seed: int) -> np.ndarray:
-    """The control's representation of every item, fitted on ``fit`` only: PCA of the pixels (images) or LSA of
-    TF-IDF 1-2 grams (texts), at most 256 dimensions."""
-    if isinstance(raw, np.ndarray):
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=min(256, len(fit) - 1, raw.shape[1]), random_state=seed).fit(raw[fit])
-        return pca.transform(raw).astype(np.float32)
+    """The control's representation of every item, fitted on ``fit`` only: the pixels (images) or LSA of TF-IDF
+    1-2 grams (texts, at most 256 dimensions)."""
+    if isinstance(raw, np.ndarray):  # the pixels as they are: nothing to fit (centring would blur cosine kNN)
+        return raw
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -178,9 +176,18 @@ class DetectResult(Tabulated):
 
     runs: list[dict[str, Any]]
     verdicts: dict[str, Verdict]
-    detector: AnomalyDetector
+    detector: AnomalyDetector | None
+    """The saved detector (None for a result read back from detect.json)."""
     meta: dict[str, Any]
     out: Path | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DetectResult:
+        """The result as ``detect.json`` holds it (no detector: load that with ``load_detector``)."""
+        skip = ("runs", "summary", "verdicts")
+        verdicts = {k: Verdict(v["kind"], v["diff"], v["low"], v["high"], v["seeds"], "AUROC")
+                    for k, v in record["verdicts"].items()}
+        return cls(record["runs"], verdicts, None, {k: v for k, v in record.items() if k not in skip})
 
     def summary(self) -> list[dict[str, Any]]:
         """Per detector and features: each metric as (mean, low, high) over the seeds."""
@@ -221,7 +228,7 @@ class DetectResult(Tabulated):
         out = [f"normal data: {m['n_normal']} items of {m['data']} ({', '.join(m['normal']) or 'all'}), each seed "
                f"fitting on {m['n_fit']} and setting the threshold on the other {m['n_val']} ({how})",
                f"saved detector: {m['saved']} on {m['backbone']} features (seed {m['seeds'][0]}), threshold "
-               f"{self.detector.detector.threshold:.3f} (standardised score); chosen before any test label was read"]
+               f"{m['threshold']:.3f} (standardised score); chosen before any test label was read"]
         if not m["n_test"]:
             out.append("no labelled test data: nothing to score (give --test, or --normal on data with a test split)")
         return out + list(m["notes"])
@@ -242,6 +249,7 @@ def detect(
     fpr: float | None = None,
     contamination: float | None = None,
     detectors: Sequence[str] | str = BUILTIN,
+    k: int = KNN_K,
     seeds: int = 3,
     seed: int = 0,
     val_size: float = 0.2,
@@ -258,7 +266,8 @@ def detect(
 ) -> DetectResult:
     """Fit anomaly detectors on normal data only (``normal``: the normal classes of a labelled DATA; without it,
     every item is normal), threshold them on held-out normal data, compare with the raw-input control on labelled
-    ``test`` data over ``seeds``, and save the first detector (``out/model``) with ``detect.json`` and a report."""
+    ``test`` data over ``seeds``, and save the first detector (``out/model``) with ``detect.json`` and a report.
+    ``k``: the neighbours the kNN score averages (its default was chosen on development data, see BENCHMARKS.md)."""
     from ..core.features import extract_features
     from ..core.outdir import check_out
     from ..core.progress import out_console
@@ -276,6 +285,8 @@ def detect(
         check_detector(d)
     if seeds < 1:
         raise TransferkitError(f"seeds must be at least 1, got {seeds}.")
+    if k < 1:
+        raise TransferkitError(f"k must be at least 1, got {k}.")
     if not 0 < val_size < 1:
         raise TransferkitError(f"val_size must be between 0 and 1, got {val_size:g}.")
     if max_test is not None and max_test < 2:
@@ -301,15 +312,23 @@ def detect(
         raise TransferkitError(f"Backbone {spec} takes {bb.modality}s but {nd.name} holds {nd.modality}s.")
     bb.freeze()
     pool = _as_dataset(nd.items + nd.test_items, nd.modality, nd.name)
-    everything = np.arange(len(pool))
     t0 = time.perf_counter()
-    feats, hit = extract_features(bb, pool, everything, cache_dir=Path(cache_dir) if cache_dir else None,
-                                  use_cache=use_cache, progress=progress, description="features")
+    parts, hit = [], True
+    for items, what in ((nd.items, "normal"), (nd.test_items, "test")):  # apart: a test set reused is cached once
+        if items:
+            part = _as_dataset(items, nd.modality, f"{nd.name} ({what})")
+            x, cached = extract_features(bb, part, np.arange(len(part)), cache_dir=Path(cache_dir) if cache_dir
+                                         else None, use_cache=use_cache, progress=progress,
+                                         description=f"{what} features")
+            parts.append(x)
+            hit = hit and cached
+    feats = np.concatenate(parts)
     extract_s = time.perf_counter() - t0
     test_rows = np.arange(n, len(pool))
     raw = control_inputs(pool)
     runs: list[dict[str, Any]] = []
     saved: AnomalyDetector | None = None
+    hist: dict[str, list[Any]] = {}
     seed_list = list(range(seed, seed + seeds))
     for s in seed_list:
         perm = np.random.default_rng(s).permutation(n)
@@ -318,7 +337,7 @@ def detect(
         for rep, x in reps.items():
             for name in detectors:
                 t1 = time.perf_counter()
-                det = fit_detector(name, x[fit], seed=s)
+                det = fit_detector(name, x[fit], seed=s, k=k)
                 det.calibrate(det.raw(x[val]), rate)
                 run: dict[str, Any] = {"seed": s, "detector": name, "features": rep, "params": det.params,
                                        "val_fpr": float(np.mean(det.score(x[val]) > det.threshold)),
@@ -329,6 +348,7 @@ def detect(
                     z = det.score(x[test_rows])
                     run.update(detection_metrics(z, nd.is_anomaly, det.threshold))
                     if saved is not None and saved.detector is det:
+                        hist = {"scores": z.tolist(), "anomaly": nd.is_anomaly.tolist()}
                         top = np.argsort(-z)[:10]
                         run["top"] = [{"input": _shown(nd.test_items[i]), "score": float(z[i]),
                                        "label": nd.test_labels[i]} for i in top]
@@ -350,7 +370,10 @@ def detect(
             "seeds": seed_list, "rate_kind": rate_kind, "rate": rate, "normal": nd.normal, "n_normal": n,
             "n_fit": n - n_val, "n_val": n_val, "n_test": len(test_rows),
             "n_test_anomalies": int(nd.is_anomaly.sum()) if len(test_rows) else 0,
-            "feature_s": extract_s, "features_cached": hit, "notes": nd.notes}
+            "feature_s": extract_s, "features_cached": hit, "notes": nd.notes,
+            "threshold": saved.detector.threshold, "saved_test_scores": hist,
+            "transferkit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environment": environment()}
     known = {pool.item_hash(i) for i in range(n)}
     shared = sum(pool.item_hash(int(i)) in known for i in test_rows)
     if shared:
@@ -379,11 +402,15 @@ def report_lines(res: DetectResult) -> list[str]:
 
 
 def write_detect(res: DetectResult, out: Path) -> None:
-    """``out/model`` (the saved detector), ``out/detect.json`` and ``out/report.md``."""
+    """``out/model`` (the saved detector), ``out/detect.json``, ``out/report.md`` and ``out/report.html``."""
+    from .html import write_html
+
     out.mkdir(parents=True, exist_ok=True)
+    assert res.detector is not None
     res.detector.save(out / "model")
     (out / "detect.json").write_text(json_text(res.to_dict()))
     (out / "report.md").write_text("\n".join(report_lines(res)))
+    write_html(out)
 
 
 def print_detect(res: DetectResult) -> None:

@@ -18,7 +18,7 @@ from ..errors import TransferkitError
 from . import svg
 from .report import Column, ResultTable, count, decimal, duplicates_note, percent, significant
 
-KINDS = ("adapt.json", "distill.json", "compare.json", "rank.json", "run.json")
+KINDS = ("adapt.json", "distill.json", "compare.json", "rank.json", "detect.json", "run.json")
 """Run records, most specific first (a distill folder also holds its student's run.json)."""
 
 CSS = """
@@ -81,7 +81,7 @@ def write_html(run_dir: Path) -> Path:
     kind, record = find_record(run_dir)
     try:
         page = {"run": _fit_page, "compare": _compare_page, "rank": _rank_page, "distill": _distill_page,
-                "adapt": _adapt_page}[kind](record, run_dir)
+                "adapt": _adapt_page, "detect": _detect_page}[kind](record, run_dir)
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise TransferkitError(f"{run_dir / (kind + '.json')} lacks what the report needs ({type(e).__name__}: "
                                f"{e}); was it written by an older transferkit? Rerun the command.") from None
@@ -187,6 +187,37 @@ def _rank_page(record: dict[str, Any], run_dir: Path) -> str:
     sections.append(_record_section(record))
     return _page(f"transferkit rank: {record['data']}", f"transferkit rank · {record['n_samples']} training samples",
                  sections)
+
+
+def _detect_page(record: dict[str, Any], run_dir: Path) -> str:
+    import numpy as np
+
+    from .detect import DetectResult
+
+    res = DetectResult.from_record(record)
+    parts = [*(_verdict(v) for v in res.verdict_lines()), _table(res.result_table()) if res.summary() else "",
+             _notes(res.lines())]
+    sections = [_section("detection", "Transfer against the raw-input control", *parts)]
+    hist = record.get("saved_test_scores") or {}
+    if hist.get("scores"):
+        z, bad = np.asarray(hist["scores"], dtype=float), np.asarray(hist["anomaly"], dtype=bool)
+        edges = np.histogram_bin_edges(z, bins=30)
+        mids = ((edges[:-1] + edges[1:]) / 2).tolist()
+        series = [(name, mids, np.histogram(z[mask], bins=edges)[0].tolist())
+                  for name, mask in (("normal", ~bad), ("anomaly", bad))]
+        chart = svg.line_chart(series, title="Test scores of the saved detector", x_label="standardised score",
+                               y_label="test items", marks=[(record["threshold"], 0.0, "threshold")])
+        sections.append(_section("scores", "Score histogram", f'<div class="charts">{chart}</div>'))
+    top = next((r["top"] for r in record["runs"] if "top" in r), [])
+    if top:
+        rows = "".join(f"<tr><td class=\"text\">{escape(t['input'])}</td><td class=\"num\">{t['score']:.2f}</td>"
+                       f"<td class=\"text\">{escape(str(t['label']))}</td></tr>" for t in top)
+        sections.append(_section("top", "Highest-scoring test items", '<div class="scroll"><table><thead><tr>'
+                                 '<th class="text">input</th><th class="num">score</th><th class="text">label</th>'
+                                 f"</tr></thead><tbody>{rows}</tbody></table></div>"))
+    sections.append(_record_section(record))
+    return _page(f"transferkit detect: {record['data']}",
+                 f"transferkit detect · backbone {record['backbone']} · {record['n_normal']} normal items", sections)
 
 
 def _distill_page(record: dict[str, Any], run_dir: Path) -> str:
