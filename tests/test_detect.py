@@ -228,3 +228,23 @@ def test_a_pyod_detector_saves_as_features_and_refits_on_load(tmp_path, spec):
     assert det.detector.name == "pyod:ECOD" and det.detector._model is None  # nothing unpickled: refitted on use
     test_items = [ds.items[i] for i, s in enumerate(ds.split) if s == "test"]
     np.testing.assert_allclose(det.score(test_items), res.detector.score(test_items), rtol=1e-5, atol=1e-5)
+
+
+def test_held_out_knn_ratio_is_lower_where_normal_neighbourhoods_hold():
+    from transferkit.methods.anomaly import held_out_knn_ratio
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (5, 16)) * 4
+    clustered = np.repeat(centres, 40, axis=0) + rng.normal(0, 0.3, (200, 16))
+    scattered = rng.normal(0, 1, (200, 16))
+    assert held_out_knn_ratio(clustered) < 0.5 * held_out_knn_ratio(scattered)
+    assert held_out_knn_ratio(clustered, seed=1) == pytest.approx(held_out_knn_ratio(clustered, seed=1))
+
+
+def test_backbone_auto_picks_the_lowest_ratio_without_labels(tmp_path, spec, monkeypatch):
+    other = str(make_timm_folder(tmp_path / "other", seed=1))
+    monkeypatch.setattr("transferkit.workflows.rank.default_candidates", lambda modality, controls=True: [spec, other])
+    res = transferkit.detect(_patches(), "auto", normal="red", seeds=1, progress=False)
+    choice = res.meta["backbone_choice"]
+    assert set(choice) == {spec, other} and res.meta["backbone"] == min(choice, key=choice.get)
+    assert any(n.startswith("backbone chosen without labels") for n in res.meta["notes"])

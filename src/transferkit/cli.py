@@ -518,8 +518,9 @@ def detect(
         help="Comma-separated: knn, mahalanobis, pyod:<Class> (with pyod installed); the first is saved.")
     ] = ",".join(BUILTIN_DETECTORS),
     k: Annotated[int, typer.Option(help="knn: neighbours the score averages over.")] = KNN_K,
-    backbone: Annotated[str | None, typer.Option(help="Backbone spec (default: the offline pack for the data).")
-                        ] = None,
+    backbone: Annotated[str | None, typer.Option(
+        help="Backbone spec (default: the offline pack for the data); auto: the installed pack whose features hold "
+        "the normal data tightest (held-out kNN distance ratio, no labels).")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds (each a different fit / threshold split of the normal data).")
                      ] = 3,
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,

@@ -140,6 +140,23 @@ def _knn_scores(q: np.ndarray, bank: np.ndarray, k: int, chunk: int = 1024) -> n
     return out
 
 
+def held_out_knn_ratio(x: np.ndarray, k: int = KNN_K, seed: int = 0) -> float:
+    """A label-free score of how well a feature space suits kNN detection on this normal data (lower is better):
+    the mean kNN distance of a held-out half of the normal rows to the other half, over the mean distance between
+    random pairs of that half. Comparable across backbones (both distances are cosine in the same space); it reads
+    no anomaly, so it can only say how tightly the normal data's neighbourhoods hold, not how far anomalies fall."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(x))
+    a, b = _unit(np.asarray(x)[perm[: len(x) // 2]]), _unit(np.asarray(x)[perm[len(x) // 2 :]])
+    if len(a) < 2 or len(b) < 1:
+        raise TransferkitError(f"Scoring a backbone needs at least 3 normal examples, got {len(x)}.")
+    i, j = rng.integers(0, len(a), 2000), rng.integers(0, len(a), 2000)
+    keep = i != j
+    spread = float(np.mean(1.0 - np.sum(a[i[keep]] * a[j[keep]], axis=1)))
+    near = float(_knn_scores(b, a, max(1, min(k, len(a)))).mean())
+    return near / max(spread, 1e-12)
+
+
 def detection_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: float) -> dict[str, float]:
     """AUROC and average precision of ``scores`` for the anomalies, and the false-positive rate and recall of
     flagging scores above ``threshold``."""

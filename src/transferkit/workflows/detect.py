@@ -267,7 +267,9 @@ def detect(
     """Fit anomaly detectors on normal data only (``normal``: the normal classes of a labelled DATA; without it,
     every item is normal), threshold them on held-out normal data, compare with the raw-input control on labelled
     ``test`` data over ``seeds``, and save the first detector (``out/model``) with ``detect.json`` and a report.
-    ``k``: the neighbours the kNN score averages (its default was chosen on development data, see BENCHMARKS.md)."""
+    ``k``: the neighbours the kNN score averages (its default was chosen on development data, see BENCHMARKS.md).
+    ``backbone="auto"``: the installed pack with the lowest held-out kNN distance ratio on the normal data
+    (``choose_backbone``; label-free)."""
     from ..core.features import extract_features
     from ..core.outdir import check_out
     from ..core.progress import out_console
@@ -306,6 +308,11 @@ def detect(
     n, n_val = len(nd.items), max(2, round(val_size * len(nd.items)))
     if n - n_val < 2:
         raise DataError(f"{nd.name}: {n} normal items are too few to fit on and threshold (at least 4 needed).")
+    choice: dict[str, float] = {}
+    if backbone == "auto":  # label-free: the normal data's held-out kNN distance ratio (methods.anomaly)
+        backbone, choice = choose_backbone(nd, k, seed, cache_dir, use_cache, progress)
+        nd.notes.append(f"backbone chosen without labels, by the held-out kNN distance ratio of the normal data "
+                        f"(lower is better): {', '.join(f'{c} {v:.3f}' for c, v in choice.items())}")
     spec = backbone or DEFAULT_BACKBONES[nd.modality]
     bb = create_backbone(spec)
     if bb.modality != nd.modality:
@@ -371,7 +378,7 @@ def detect(
             "n_fit": n - n_val, "n_val": n_val, "n_test": len(test_rows),
             "n_test_anomalies": int(nd.is_anomaly.sum()) if len(test_rows) else 0,
             "feature_s": extract_s, "features_cached": hit, "notes": nd.notes,
-            "threshold": saved.detector.threshold, "saved_test_scores": hist,
+            "threshold": saved.detector.threshold, "saved_test_scores": hist, "backbone_choice": choice,
             "transferkit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "environment": environment()}
     known = {pool.item_hash(i) for i in range(n)}
@@ -382,6 +389,26 @@ def detect(
     if target is not None:
         write_detect(res, target)
     return res
+
+
+def choose_backbone(nd: NormalData, k: int, seed: int, cache_dir: str | Path | None, use_cache: bool,
+                    progress: bool, sample: int = 500) -> tuple[str, dict[str, float]]:
+    """The installed pack for the data's modality with the lowest held-out kNN distance ratio on (at most
+    ``sample``) normal items, and every candidate's ratio; no label of any kind is read."""
+    from ..core.features import extract_features
+    from ..methods.anomaly import held_out_knn_ratio
+    from .rank import default_candidates
+
+    rows = np.sort(np.random.default_rng(seed).permutation(len(nd.items))[:sample])
+    part = _as_dataset([nd.items[i] for i in rows], nd.modality, f"{nd.name} (normal sample)")
+    scores = {}
+    for spec in default_candidates(nd.modality, controls=False):
+        bb = create_backbone(spec)
+        bb.freeze()
+        x, _ = extract_features(bb, part, np.arange(len(part)), cache_dir=Path(cache_dir) if cache_dir else None,
+                                use_cache=use_cache, progress=progress, description=f"{spec} (choosing)")
+        scores[spec] = held_out_knn_ratio(x, k, seed)
+    return min(scores, key=lambda c: scores[c]), scores
 
 
 def _shown(item: Any) -> str:
