@@ -211,7 +211,7 @@ def test_a_damaged_detector_is_one_sentence(tmp_path):
     cfg = json.loads((model / "detector.json").read_text())
     cfg["detector"]["scale"] = -1
     (model / "detector.json").write_text(json.dumps(cfg))
-    with pytest.raises(TransferkitError, match="standardisation is not finite"):
+    with pytest.raises(TransferkitError, match="its scale not positive"):
         transferkit.load_detector(model)
     (model / "detector.json").write_text("{")
     with pytest.raises(TransferkitError, match="is not a readable detector"):
@@ -248,3 +248,55 @@ def test_backbone_auto_picks_the_lowest_ratio_without_labels(tmp_path, spec, mon
     choice = res.meta["backbone_choice"]
     assert set(choice) == {spec, other} and res.meta["backbone"] == min(choice, key=choice.get)
     assert any(n.startswith("backbone chosen without labels") for n in res.meta["notes"])
+
+
+def test_a_loaded_detector_checks_its_state_and_takes_one_image(tmp_path, spec):
+    ds = _patches()
+    res = transferkit.detect(ds, spec, normal="red", detectors="knn", seeds=1, out=tmp_path / "run", progress=False)
+    model = tmp_path / "run" / "model"
+    det = transferkit.load_detector(model)
+    one = ds.items[-1]
+    assert len(det.predict(one)) == 1 and det.score(one)[0] == pytest.approx(res.detector.score([one])[0], abs=1e-5)
+    cfg = json.loads((model / "detector.json").read_text())
+    for k in (0, 10_000, "2"):
+        cfg["detector"]["params"]["k"] = k
+        (model / "detector.json").write_text(json.dumps(cfg))
+        with pytest.raises(TransferkitError, match=r"the knn detector has k=.* outside 1\.\.\d+; it is damaged"):
+            transferkit.load_detector(model)
+    cfg["detector"]["params"]["k"] = 2
+    cfg["detector"]["threshold"] = float("inf")
+    (model / "detector.json").write_text(json.dumps(cfg))
+    with pytest.raises(TransferkitError, match="standardisation or threshold is not finite"):
+        transferkit.load_detector(model)
+    cfg["kind"] = "model"
+    (model / "detector.json").write_text(json.dumps(cfg))
+    with pytest.raises(TransferkitError, match="is not a detector this transferkit reads"):
+        transferkit.load_detector(model)
+
+
+def test_a_pyod_detector_that_refits_differently_is_refused(tmp_path, spec):
+    res = transferkit.detect(_patches(), spec, normal="red", detectors="pyod:IForest", seeds=1, out=tmp_path / "r",
+                             progress=False)
+    det = transferkit.load_detector(tmp_path / "r" / "model")  # seeded: refits to the same forest
+    x = res.detector.features(_patches().items[:5])
+    np.testing.assert_allclose(det.detector.raw(x), res.detector.detector.raw(x), rtol=1e-6)
+    det = transferkit.load_detector(tmp_path / "r" / "model")
+    det.detector.params["random_state"] += 1  # as a detector that does not refit alike would
+    with pytest.raises(TransferkitError, match="scores differently from when it was saved"):
+        det.detector.raw(x)
+
+
+def test_contamination_max_test_and_word_labels_with_normal(tmp_path, spec):
+    ds = _patches(n_train=12, n_test=10)
+    res = transferkit.detect(ds, spec, normal="red", contamination=0.1, max_test=12, seeds=1, progress=False)
+    assert res.meta["rate_kind"] == "contamination" and res.meta["n_test"] == 12
+    assert res.meta["n_test_anomalies"] == 8 and any("capped at 12" in n for n in res.meta["notes"])
+    assert "contamination rate 0.1" in " ".join(res.lines())
+    words = Dataset([ds.items[i] for i, s in enumerate(ds.split) if s == "test"],
+                    ["normal" if lab == "red" else "anomaly" for lab, s in zip(ds.labels, ds.split, strict=True)
+                     if s == "test"], "image", name="words")
+    both = transferkit.detect(ds, spec, normal="red", test=words, seeds=1, progress=False)
+    assert both.meta["n_test_anomalies"] == 20  # the words decide: no test label names the class
+    assert any("own test split (30 items) is not used: --test replaces it" in n for n in both.meta["notes"])
+    with pytest.raises(TransferkitError, match="--fpr must be between 0 and 0.5, got 0"):
+        transferkit.detect(ds, spec, normal="red", fpr=0.0, progress=False)

@@ -608,6 +608,9 @@ def predict(
         if not items:
             raise TransferkitError("Nothing to predict: pass inputs or --file.")
         truth = None
+        if labels is not None and model.task == "detection":
+            typer.echo(f"note: the labels in {file} are not scored here; transferkit detect --test scores a "
+                       "labelled set (AUROC, FPR, recall).", err=True)
         if labels is not None and model.task != "detection":
             truth = model.target_values(labels, str(file)) if model.task == "regression" else model.label_indices(
                 labels, where=str(file))

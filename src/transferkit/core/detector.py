@@ -18,7 +18,7 @@ import numpy as np
 from .._version import __version__
 from ..backbones.base import Backbone
 from ..errors import TransferkitError
-from ..methods.anomaly import Detector, check_detector
+from ..methods.anomaly import Detector, check_detector, check_state
 
 DETECTOR_CONFIG = "detector.json"
 DETECTOR_FILES = frozenset({DETECTOR_CONFIG, "detector.safetensors", "backbone.safetensors"})
@@ -53,9 +53,13 @@ class AnomalyDetector:
 
     def features(self, inputs: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         """Backbone features (N, D) of raw inputs (texts, image paths or arrays)."""
-        from ..errors import DataError
+        from PIL import Image
 
-        items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+        from ..errors import DataError
+        from .model import _is_one_image_array
+
+        one = isinstance(inputs, str | Path | Image.Image) or _is_one_image_array(inputs)
+        items = [inputs] if one else list(inputs)
         if not items:
             raise DataError("detect got no inputs to score.")
         if self.modality == "text" and not all(isinstance(t, str) and t.strip() for t in items):
@@ -123,33 +127,34 @@ def load_detector(path: str | Path) -> AnomalyDetector:
     file = path / DETECTOR_CONFIG
     try:
         cfg = json.loads(file.read_text(encoding="utf-8"))
+        if cfg.get("kind") != "anomaly-detector" or cfg.get("format_version") != 1:
+            raise TransferkitError(f"{file} is not a detector this transferkit reads (kind {cfg.get('kind')!r}, "
+                                   f"format {cfg.get('format_version')!r}, saved by {cfg.get('transferkit_version')}).")
         b, d = cfg["backbone"], cfg["detector"]
         name, params = check_detector(d["name"]), dict(d["params"])
         center, scale, threshold = (float(d[k]) for k in ("center", "scale", "threshold"))
         spec, fingerprint, pre = str(b["spec"]), str(b["fingerprint"]), preprocess_from_dict(cfg["preprocess"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise TransferkitError(f"{file} is not a readable detector ({type(e).__name__}: {e}); it is damaged.") from None
-    if cfg.get("format_version", 0) != 1:
-        raise TransferkitError(f"{path} was saved by another transferkit ({cfg.get('transferkit_version')}).")
-    if not (math.isfinite(center) and math.isfinite(scale) and scale > 0) or math.isnan(threshold):
-        raise TransferkitError(f"{file}: its standardisation is not finite with a positive scale; it is damaged.")
+    if not all(math.isfinite(v) for v in (center, scale, threshold)) or scale <= 0:
+        raise TransferkitError(f"{file}: its standardisation or threshold is not finite (or its scale not positive); "
+                               "it is damaged.")
     try:
         arrays = load_file(str(path / "detector.safetensors"))
     except (OSError, SafetensorError) as e:
         raise TransferkitError(f"{path / 'detector.safetensors'} is missing or unreadable ({e}).") from None
-    want = {"knn": {"bank"}, "mahalanobis": {"mean", "precision"}}.get(name, {"bank"})
-    if set(arrays) != want or not all(np.isfinite(a).all() for a in arrays.values()):
-        raise TransferkitError(f"{path / 'detector.safetensors'} does not hold {', '.join(sorted(want))} as finite "
-                               "arrays; it is damaged.")
+    wrong = check_state(name, params, arrays)
+    if wrong:
+        raise TransferkitError(f"{path}: the {name} detector has {wrong}; it is damaged.")
     backbone = create_backbone(spec)
     if b.get("weights_saved"):
         from .export import _tensors
 
         backbone.load_state_dict(_tensors(path / "backbone.safetensors", backbone.state_dict()))
         backbone.mark_changed()  # weights replaced: hashed anew
-    dims = {a.shape[-1] for a in arrays.values()}
-    if dims != {backbone.feature_dim}:
-        raise TransferkitError(f"{path}: the detector takes {dims} features but {spec} gives {backbone.feature_dim}.")
+    dim = (arrays["bank"] if "bank" in arrays else arrays["mean"]).shape[-1]
+    if dim != backbone.feature_dim:
+        raise TransferkitError(f"{path}: the detector takes {dim} features but {spec} gives {backbone.feature_dim}.")
     if pre != backbone.preprocess:
         raise TransferkitError(f"{path}: the preprocessing of {spec} here differs from the one the detector was "
                                "fitted with; scores would be silently wrong.")

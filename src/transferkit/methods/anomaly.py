@@ -73,8 +73,17 @@ class Detector:
         if self.name == "mahalanobis":
             d = x - self.arrays["mean"]
             return np.einsum("ij,jk,ik->i", d, self.arrays["precision"], d, optimize=True)
-        if self._model is None:  # pyod: refit on the saved normal features (deterministic with its seed)
+        if self._model is None:  # pyod: refit on the saved normal features, then checked against saved scores
             self._model = _fit_pyod(self.name, self.arrays["bank"], self.params)
+            check = self.arrays.get("check_x")
+            if check is not None:
+                again = np.asarray(self._model.decision_function(check), dtype=np.float64)
+                if not np.allclose(again, self.arrays["check_raw"], rtol=1e-4, atol=1e-6):
+                    self._model = None
+                    raise TransferkitError(
+                        f"{self.name} refitted on the saved normal features scores differently from when it was "
+                        "saved (a detector that is not deterministic, or another pyod version): refit it with detect."
+                    )
         return np.asarray(self._model.decision_function(x), dtype=np.float64)
 
     def score(self, x: np.ndarray) -> np.ndarray:
@@ -112,8 +121,11 @@ def fit_detector(name: str, x: np.ndarray, seed: int = 0, k: int = KNN_K) -> Det
         return Detector("mahalanobis", {"shrinkage": float(lw.shrinkage_)},
                         {"mean": lw.location_.astype(np.float32), "precision": lw.precision_.astype(np.float32)})
     params = {"random_state": seed}
-    det = Detector(name, params, {"bank": x})
-    det._model = _fit_pyod(name, x, params)
+    model = _fit_pyod(name, x, params)
+    check = x[np.random.default_rng(seed).permutation(len(x))[:32]]  # saved with it: a refit must score these alike
+    det = Detector(name, params, {"bank": x, "check_x": check,
+                                  "check_raw": np.asarray(model.decision_function(check), dtype=np.float64)})
+    det._model = model
     return det
 
 
@@ -122,7 +134,39 @@ def _fit_pyod(name: str, x: np.ndarray, params: dict[str, Any]) -> Any:
 
     cls = _pyod_class(name[5:])
     kwargs = {k: v for k, v in params.items() if k in inspect.signature(cls).parameters}
-    return cls(**kwargs).fit(x)
+    try:
+        return cls(**kwargs).fit(x)
+    except (TypeError, ValueError) as e:  # e.g. too few items for its neighbours, or arguments it requires
+        raise TransferkitError(f"{name} could not be fitted on {len(x)} normal examples ({type(e).__name__}: "
+                               f"{e}).") from None
+
+
+def check_state(name: str, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """Empty if ``params`` and ``arrays`` are what a fitted ``name`` holds (names, shapes, finite values, k within
+    the bank); else what is wrong, in a few words."""
+    want = {"knn": {"bank"}, "mahalanobis": {"mean", "precision"}}.get(name, {"bank", "check_x", "check_raw"})
+    if set(arrays) != want:
+        return f"arrays {sorted(arrays)} instead of {sorted(want)}"
+    if not all(np.isfinite(a).all() for a in arrays.values()):
+        return "arrays that are not finite"
+    if name == "mahalanobis":
+        d = arrays["mean"].shape
+        ok = len(d) == 1 and arrays["precision"].shape == (d[0], d[0])
+        return "" if ok and params.keys() <= {"shrinkage"} else "a mean and precision of mismatched shapes"
+    bank = arrays["bank"]
+    if bank.ndim != 2 or len(bank) < 2:
+        return "a bank of normal features that is not a table of at least 2 rows"
+    if name == "knn":
+        k = params.get("k")
+        ok = set(params) == {"k"} and isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= len(bank)
+        return "" if ok else f"k={k!r} outside 1..{len(bank)}"
+    seed = params.get("random_state")
+    if set(params) != {"random_state"} or not isinstance(seed, int) or isinstance(seed, bool):
+        return "parameters other than an integer random_state"
+    if arrays["check_x"].ndim != 2 or arrays["check_x"].shape[1] != bank.shape[1] or arrays["check_raw"].shape != (
+            len(arrays["check_x"]),):
+        return "check rows of mismatched shapes"
+    return ""
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -148,8 +192,8 @@ def held_out_knn_ratio(x: np.ndarray, k: int = KNN_K, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(x))
     a, b = _unit(np.asarray(x)[perm[: len(x) // 2]]), _unit(np.asarray(x)[perm[len(x) // 2 :]])
-    if len(a) < 2 or len(b) < 1:
-        raise TransferkitError(f"Scoring a backbone needs at least 3 normal examples, got {len(x)}.")
+    if len(a) < 2 or len(b) < 2:
+        raise TransferkitError(f"Scoring a backbone needs at least 4 normal examples, got {len(x)}.")
     i, j = rng.integers(0, len(a), 2000), rng.integers(0, len(a), 2000)
     keep = i != j
     spread = float(np.mean(1.0 - np.sum(a[i[keep]] * a[j[keep]], axis=1)))
