@@ -10,6 +10,7 @@ AUROC on the development set, averaged over the normal classes.
 
 Run: .venv/bin/python benchmarks/dev_detect.py [--data fashion-mnist,spam] [--ks 1,2,3,5,10,20,50] [--normal 300]
      [--image-backbones pack:efficientnet-lite0,...] [--text-backbones pack:minilm-l6,pack:mpnet-base]
+     [--pyod ECOD,IForest]
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ def scores(x_fit: np.ndarray, x_dev: np.ndarray, anomaly: np.ndarray, ks: list[i
     from transferkit.methods.anomaly import detection_metrics, fit_detector, held_out_knn_ratio
 
     out = {"held-out kNN ratio": held_out_knn_ratio(x_fit)}
-    for name, k in [("mahalanobis", 0), *(("knn", k) for k in ks)]:
+    for name, k in [("mahalanobis", 0), *(("knn", k) for k in ks), *((p, 0) for p in PYOD)]:
         det = fit_detector(name, x_fit, k=max(k, 1))
         det.calibrate(det.raw(x_fit[:50]), 0.05)  # the threshold plays no part in AUROC
         out[f"knn k={k}" if name == "knn" else name] = detection_metrics(det.score(x_dev), anomaly, 0.0)["auroc"]
     return out
+
+
+PYOD: list[str] = []
+"""pyod detectors to score beside the built-in ones (--pyod)."""
 
 
 def features(spec: str, items: list) -> np.ndarray:
@@ -57,11 +62,13 @@ def main() -> None:
                     "pack:efficientnet-lite2")
     ap.add_argument("--text-backbones", default="pack:minilm-l6,pack:mpnet-base")
     ap.add_argument("--normal", type=int, default=300, help="normal items to fit on")
+    ap.add_argument("--pyod", default="", help="pyod detectors to score too, e.g. ECOD,IForest")
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
-    print("| data | backbone | " + " | ".join(["held-out kNN ratio", "mahalanobis", *(f"knn k={k}" for k in ks)])
-          + " |")
-    print("|---|---|" + "---|" * (2 + len(ks)))
+    PYOD.extend(f"pyod:{c}" for c in args.pyod.split(",") if c)
+    print("| data | backbone | " + " | ".join(["held-out kNN ratio", "mahalanobis", *(f"knn k={k}" for k in ks),
+                                             *PYOD]) + " |")
+    print("|---|---|" + "---|" * (2 + len(ks) + len(PYOD)))
     for name in args.data.split(","):
         ds = load_builtin(name)
         rng = np.random.default_rng(4321)
