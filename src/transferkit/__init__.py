@@ -2,12 +2,12 @@
 
 from ._version import __version__
 from .backbones import create_backbone, list_backbones
-from .core.detector import AnomalyDetector, load_detector
 from .core.export import load
 from .core.model import Prediction, TransferModel
 from .data import DATASETS as datasets
 from .data import Dataset, from_arrays, from_folder, from_table, load_builtin
 from .errors import BackboneUnavailableError, DataError, TransferkitError
+from .methods.detector import AnomalyDetector, load_detector
 from .workflows.adapt import AdaptResult, adapt
 from .workflows.compare import CompareResult, compare
 from .workflows.detect import DetectResult, detect

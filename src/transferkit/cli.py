@@ -585,9 +585,9 @@ def predict(
     quiet: Annotated[bool, typer.Option(metavar="", help="No progress bar.")] = False,
 ) -> None:
     """Label + probability for each input with a saved model (streamed: inputs of any number)."""
-    from .core.detector import is_detector, load_detector
     from .core.export import load
     from .core.progress import console
+    from .methods.detector import is_detector, load_detector
     from .workflows.predict import check_output, collect_inputs, predict_stream
 
     def show(row: dict[str, Any]) -> None:

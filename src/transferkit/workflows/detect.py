@@ -21,12 +21,12 @@ import numpy as np
 from .._files import json_text
 from .._version import __version__
 from ..backbones import create_backbone
-from ..core.detector import AnomalyDetector
 from ..core.evaluation import Verdict, mean_ci, verdict
 from ..data.dataset import Dataset
 from ..data.spec import DataSpec
 from ..errors import DataError, TransferkitError
 from ..methods.anomaly import BUILTIN, KNN_K, check_detector, detection_metrics, fit_detector
+from ..methods.detector import AnomalyDetector
 from .report import Column, ResultTable, Tabulated, environment, percent_ci
 
 NORMAL_WORDS = ("normal", "inlier", "good", "ok", "0", "false")

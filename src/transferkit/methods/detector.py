@@ -18,7 +18,7 @@ import numpy as np
 from .._version import __version__
 from ..backbones.base import Backbone
 from ..errors import TransferkitError
-from ..methods.anomaly import Detector, check_detector, check_state
+from .anomaly import Detector, check_detector, check_state
 
 DETECTOR_CONFIG = "detector.json"
 DETECTOR_FILES = frozenset({DETECTOR_CONFIG, "detector.safetensors", "backbone.safetensors"})
@@ -55,8 +55,8 @@ class AnomalyDetector:
         """Backbone features (N, D) of raw inputs (texts, image paths or arrays)."""
         from PIL import Image
 
+        from ..core.model import _is_one_image_array
         from ..errors import DataError
-        from .model import _is_one_image_array
 
         one = isinstance(inputs, str | Path | Image.Image) or _is_one_image_array(inputs)
         items = [inputs] if one else list(inputs)
@@ -148,7 +148,7 @@ def load_detector(path: str | Path) -> AnomalyDetector:
         raise TransferkitError(f"{path}: the {name} detector has {wrong}; it is damaged.")
     backbone = create_backbone(spec)
     if b.get("weights_saved"):
-        from .export import _tensors
+        from ..core.export import _tensors
 
         backbone.load_state_dict(_tensors(path / "backbone.safetensors", backbone.state_dict()))
         backbone.mark_changed()  # weights replaced: hashed anew
