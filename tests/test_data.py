@@ -469,3 +469,14 @@ def test_a_copy_of_a_test_item_outside_the_test_split_is_left_out():
     ds = Dataset(x, ["a", "b"] * 12, "image", split=["train"] * 18 + ["test"] * 6)
     sp = make_splits(ds)
     assert sp.duplicates == 1 and 2 not in set(sp.train) | set(sp.val) and 20 in set(sp.test)
+
+
+def test_a_csv_text_longer_than_the_csv_modules_default_limit_reads(tmp_path):
+    long = "word " * 60_000  # 300,000 characters: over csv's default 131,072 a field
+    path = tmp_path / "long.csv"
+    path.write_text(f'text,label\n"{long}",a\nshort text,b\n')
+    from transferkit.data.sources import from_table
+
+    ds = from_table(path)
+    assert ds.items[0].strip() == long.strip()
+    assert ds.labels == ["a", "b"]

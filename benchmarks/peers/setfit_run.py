@@ -14,6 +14,7 @@ import time
 
 def read(path: str) -> tuple[list[str], list[str]]:
     with open(path, newline="", encoding="utf-8") as f:
+        csv.field_size_limit(2**31 - 1)  # long emails: over the default 128 KiB a field
         rows = list(csv.DictReader(f))
     return [r["text"] for r in rows], [r["label"] for r in rows]
 

@@ -129,6 +129,7 @@ def _read_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, di
             columns += [k for k in row if k not in columns]
             rows.append((n, row))
         return columns, rows
+    csv.field_size_limit(2**31 - 1)  # the default 128 KiB refuses a long document (an email with attachments)
     reader = csv.DictReader(io.StringIO(text, newline=""), restkey=_EXTRA)
     columns = list(reader.fieldnames or [])
     twice = sorted({c for c in columns if columns.count(c) > 1})
