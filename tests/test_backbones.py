@@ -83,9 +83,12 @@ def test_unknown_pack_suggests_the_closest():
         create_backbone("pack:efficientnet-lite-0")
 
 
-def test_pack_takes_no_options():
-    with pytest.raises(TransferkitError, match="takes no options"):
+def test_pack_takes_only_its_own_options():
+    only = r"pack:efficientnet-lite0 takes no option pretrained; it takes layer and init\.$"
+    with pytest.raises(TransferkitError, match=only):
         create_backbone("pack:efficientnet-lite0?pretrained=false")
+    with pytest.raises(TransferkitError, match=r"no option dropout; it takes pooling, max_length, layer and init\.$"):
+        create_backbone("pack:smollm2-135m?dropout=0.1")
 
 
 def test_missing_pack_says_which_package_to_install(monkeypatch):
@@ -360,7 +363,7 @@ def _fake_pack(monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> None:
     from transferkit.backbones import packs
     from transferkit.backbones.timm_source import create_timm_from_folder
 
-    def build(_: Path, spec: str):
+    def build(_: Path, spec: str, __: dict[str, str]):
         bb = create_timm_from_folder(weights_dir)
         bb.spec, bb._fingerprint = spec, None
         return bb

