@@ -13,7 +13,7 @@ import transferkit
 
 PACKAGE = Path(transferkit.__file__).parent
 LAYERS = {
-    "errors": 0, "registry": 0, "_files": 0, "_version": 0,
+    "errors": 0, "registry": 0, "_files": 0, "_version": 0, "_images": 0, "_labels": 0, "onnx_runtime": 0,
     "backbones": 1, "data": 1,
     "core": 2,
     "methods": 3,

@@ -12,7 +12,7 @@ import typer
 
 from .data.spec import DataSpec, SplitSpec
 from .errors import TransferkitError
-from .methods.adaptation import ADAPTING
+from .methods.adaptation_methods import ADAPTING
 from .methods.anomaly import BUILTIN as BUILTIN_DETECTORS
 from .methods.anomaly import KNN_K
 
@@ -583,11 +583,12 @@ def predict(
     )] = None,
     overwrite: Annotated[bool, typer.Option(metavar="", help="Replace an existing --output file.")] = False,
     quiet: Annotated[bool, typer.Option(metavar="", help="No progress bar.")] = False,
+    onnx: Annotated[bool, typer.Option("--onnx", metavar="", help=(
+        "MODEL_DIR is an .onnx file written by `transferkit export`: run it with onnxruntime (torch is not imported)."
+    ))] = False,
 ) -> None:
     """Label + probability for each input with a saved model (streamed: inputs of any number)."""
-    from .core.export import load
     from .core.progress import console
-    from .methods.detector import is_detector, load_detector
     from .workflows.predict import check_output, collect_inputs, predict_stream
 
     def show(row: dict[str, Any]) -> None:
@@ -603,7 +604,17 @@ def predict(
 
     try:
         target = check_output(output, overwrite) if output is not None else None
-        model = load_detector(model_dir) if is_detector(model_dir) else load(model_dir)
+        if onnx:
+            from .onnx_runtime import OnnxModel
+
+            model: Any = OnnxModel(model_dir)
+        else:
+            from .core.export import load
+            from .methods.detector import is_detector, load_detector
+
+            if model_dir.suffix == ".onnx" and model_dir.is_file():
+                raise TransferkitError(f"{model_dir} is an ONNX file: add --onnx to run it with onnxruntime.")
+            model = load_detector(model_dir) if is_detector(model_dir) else load(model_dir)
         items, names, labels = collect_inputs(model, inputs or [], file, text_column, label_column, encoding)
         if not items:
             raise TransferkitError("Nothing to predict: pass inputs or --file.")
@@ -625,6 +636,37 @@ def predict(
         console.print(f"accuracy on {file}: {summary['accuracy']:.2%} ({summary['rows']} rows)")
     if "mae" in summary:
         console.print(f"on {file}: MAE {summary['mae']:.4g}, RMSE {summary['rmse']:.4g} ({summary['rows']} rows)")
+
+
+@app.command(cls=_Command)
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (e.g. runs/photos/model).")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="The ONNX file to write (its description and, for texts, "
+                                       "tokenizer are written beside it).")],
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="Images/folders or texts for the parity check (default: built-in real examples).")] = None,
+    file: Annotated[Path | None, typer.Option(help="CSV/JSONL of inputs for the parity check.")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Input column of --file.")] = None,
+    encoding: Annotated[str, typer.Option(help="Encoding of --file.")] = "utf-8",
+    overwrite: Annotated[bool, typer.Option(metavar="", help="Replace an existing ONNX file.")] = False,
+) -> None:
+    """Export a saved model as one ONNX graph (LoRA merged), after checking it against PyTorch on real inputs."""
+    from .core.export import load
+    from .core.onnx_export import export_onnx
+    from .workflows.predict import collect_inputs
+
+    try:
+        model = load(model_dir)
+        check = None
+        if inputs or file is not None:
+            check, _, _ = collect_inputs(model, inputs or [], file, text_column, "label", encoding)
+        result = export_onnx(model, onnx, check_inputs=check, overwrite=overwrite)
+    except TransferkitError as e:
+        _fail(e)
+        return
+    typer.echo(result.sentence())
+    for path in result.files:
+        typer.echo(f"wrote {path}")
 
 
 @app.command(cls=_Command)

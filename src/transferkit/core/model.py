@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._labels import label_indices, target_values
 from ..backbones.base import Backbone
 from ..errors import DataError, TransferkitError
 from .heads import MLPHead, linear_head
@@ -146,24 +147,20 @@ class TransferModel(nn.Module):
 
     def target_values(self, labels: Sequence[str], where: str = "data") -> np.ndarray:
         """A regression model's true values from label strings; one that is not a number is an error naming it."""
-        out = np.empty(len(labels))
-        for i, lab in enumerate(labels):
-            try:
-                out[i] = float(lab)
-            except ValueError:
-                raise DataError(f"{where}: target {lab!r} (row {i + 1}) is not a number.") from None
-        return out
+        return target_values(labels, where)
 
     def label_indices(self, labels: Sequence[str], where: str = "data") -> np.ndarray:
         """Map label strings to class indices; a label unknown to the model is an error naming it."""
-        index = {c: i for i, c in enumerate(self.classes)}
-        unknown = sorted({str(lab) for lab in labels} - set(index))
-        if unknown:
-            raise DataError(
-                f"{where} has label(s) {', '.join(map(repr, unknown[:5]))} that the model was not trained on; "
-                f"it knows {', '.join(map(repr, self.classes))}."
-            )
-        return np.array([index[str(lab)] for lab in labels])
+        return label_indices(self.classes, labels, where)
+
+    def to_onnx(
+        self, path: str | Path, *, check_inputs: Sequence[Any] | None = None, overwrite: bool = False
+    ) -> Any:
+        """One ONNX graph of backbone + head (LoRA merged), with its description and tokenizer beside it, written
+        only after onnxruntime matched PyTorch on real inputs (see ``transferkit.core.onnx_export``)."""
+        from .onnx_export import export_onnx
+
+        return export_onnx(self, path, check_inputs=check_inputs, overwrite=overwrite)
 
     def save(self, path: str | Path) -> Path:
         """Write safetensors + JSON to a folder (see ``transferkit.core.export``)."""
