@@ -46,7 +46,9 @@ def main() -> None:
         take = np.concatenate([rng.choice(np.flatnonzero(y == c), size=min(int((y == c).sum()),
                                round(args.items * float((y == c).mean()))), replace=False)
                                for c in range(len(ds.classes))])
-        sub = ds.take(np.sort(take))
+        idx = np.sort(take)
+        sub = tk.Dataset([ds.items[i] for i in idx], [ds.labels[i] for i in idx], ds.modality,
+                         name=f"{name}-{len(idx)}", conflicting=ds.conflicting)
         for spec in args.backbones.split(","):
             bb = tk.create_backbone(spec)
             params = sum(p.numel() for p in bb.parameters()) / 1e6

@@ -30,6 +30,14 @@ def _timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def _sample(ds, idx):
+    """The items at ``idx`` as a data set of their own (transferkit splits it)."""
+    from transferkit import Dataset
+
+    return Dataset([ds.items[i] for i in idx], [ds.labels[i] for i in idx], ds.modality,
+                   name=f"{ds.name}-{len(idx)}", conflicting=ds.conflicting)
+
+
 def main() -> None:
     import torch
 
@@ -46,8 +54,8 @@ def main() -> None:
     images = tk.load_builtin("fashion-mnist-small")
     tweets = tk.load_builtin("tweets")
     rng = np.random.default_rng(0)
-    img_sub = images.take(np.sort(rng.choice(len(images), 600, replace=False)))
-    txt_sub = tweets.take(np.sort(rng.choice(len(tweets), 600, replace=False)))
+    img_sub = _sample(images, np.sort(rng.choice(len(images), 600, replace=False)))
+    txt_sub = _sample(tweets, np.sort(rng.choice(len(tweets), 600, replace=False)))
     common = {"progress": False, "overwrite": True, "scratch": False}
     jobs = [
         ("linear-probe", "pack:efficientnet-lite0", img_sub,
