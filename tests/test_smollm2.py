@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,37 @@ def test_the_real_decoder_is_dequantised_into_a_working_language_model():
     assert nxt.strip() == "Paris"
     feats = bb.embed(["I loved this film.", "The flight was delayed for hours."])
     assert feats.shape == (2, 576) and torch.isfinite(feats).all() and not torch.allclose(feats[0], feats[1])
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama (SmolLM2's architecture, grouped-query attention and tied embeddings included)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from .conftest import VOCAB, _save_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True, model_type="llama")
+    LlamaModel(cfg).eval().save_pretrained(folder)
+    _save_tokenizer(folder)
+    return folder
+
+
+@pytest.mark.parametrize("strategy, options", [
+    ("linear-probe", {}), ("finetune", {"unfreeze": "last:1", "epochs": 1}), ("lora", {"epochs": 1}),
+])
+def test_every_strategy_trains_saves_and_predicts_on_a_llama_decoder(strategy, options, llama_dir, text_csv,
+                                                                       tmp_path):
+    import transferkit as tk
+
+    spec = f"hf:{llama_dir}"
+    assert tk.create_backbone(spec).preprocess.pooling == "last"  # a decoder: its last token by default
+    res = tk.fit(text_csv, spec, strategy, out=tmp_path / "run", scratch=False, progress=False, **options)
+    loaded = tk.load(tmp_path / "run" / "model")
+    texts = ["good fun film", "bad boring plot"]
+    assert np.allclose(loaded.predict_proba(texts), res.model.predict_proba(texts), atol=1e-5)
+    if strategy == "lora":
+        assert any("lora_" in n for n, _ in loaded.named_parameters())

@@ -571,7 +571,8 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 @app.command(cls=_Command)
 def predict(
-    model_dir: Annotated[Path, typer.Argument(help="A saved model folder (e.g. runs/photos/model).")],
+    model_dir: Annotated[Path, typer.Argument(
+        help="A saved model folder (e.g. runs/photos/model), or with --onnx an exported .onnx file.")],
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files/folders, or texts.")] = None,
     file: Annotated[Path | None, typer.Option(help="CSV/JSONL of inputs (with labels: also scores).")] = None,
     text_column: Annotated[str | None, typer.Option(help="Input column of --file.")] = None,
