@@ -6,7 +6,7 @@ seed (train / validation / test) and fits the probe, its L2 strength chosen on v
 once per backbone (the cache), timed cold. Test labels are read only for the table.
 
 Run: .venv/bin/python benchmarks/bench_decoder.py [--data tweets,spam] [--items 1500] [--seeds 3]
-     [--backbones pack:minilm-l6,pack:mpnet-base,pack:smollm2-135m,pack:smollm2-135m?pooling=mean]
+     [--backbones pack:minilm-l6,pack:mpnet-base,pack:smollm2-135m?pooling=last,pack:smollm2-135m?pooling=mean]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1500)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--backbones",
-                    default="pack:minilm-l6,pack:mpnet-base,pack:smollm2-135m,pack:smollm2-135m?pooling=mean")
+                    default="pack:minilm-l6,pack:mpnet-base,pack:smollm2-135m?pooling=last,pack:smollm2-135m?pooling=mean")
     ap.add_argument("--work", default=None)
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-decoder-"))

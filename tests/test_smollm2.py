@@ -99,7 +99,8 @@ def test_the_real_decoder_is_dequantised_into_a_working_language_model():
     bb = create_backbone("pack:smollm2-135m")
     model = bb.model
     assert bb.spec == "pack:smollm2-135m" and bb.feature_dim == 576 and len(bb.blocks()) == 30
-    assert model.config.model_type == "llama" and bb.preprocess.pooling == "last"
+    assert model.config.model_type == "llama" and bb.preprocess.pooling == "mean"  # measured (BENCHMARKS)
+    assert create_backbone("pack:smollm2-135m?pooling=last").preprocess.pooling == "last"
     assert abs(sum(p.numel() for p in model.parameters()) / 1e6 - 134.5) < 0.1
     assert all(p.dtype == torch.float32 for p in model.parameters())
     enc = bb.tokenizer(["The capital of France is"], return_tensors="pt")
