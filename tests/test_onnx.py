@@ -39,7 +39,8 @@ def test_an_image_model_with_tta_and_temperature_matches_pytorch(timm_dir, tmp_p
     model.tta, model.temperature = True, 1.7
     result = model.to_onnx(tmp_path / "m.onnx")
     assert result.files == [tmp_path / "m.onnx", tmp_path / "m.onnx.json"] and result.checked == 15
-    assert result.max_abs_diff <= 1e-4 and "ONNX parity on 15 real inputs" in result.sentence()
+    assert result.max_abs_diff <= 1e-4
+    assert "ONNX parity on 15 real inputs: largest probability difference" in result.sentence()
     meta = json.loads((tmp_path / "m.onnx.json").read_text())
     assert meta["tta"] is True and meta["temperature"] == 1.7 and meta["classes"] == ["a", "b", "c"]
     assert meta["preprocess"]["input_size"] == list(model.backbone.preprocess.input_size)
@@ -93,6 +94,7 @@ def test_a_regression_model_exports_its_values(bert_dir, tmp_path):
     onnx = OnnxModel(tmp_path / "r.onnx")
     np.testing.assert_allclose(onnx.predict_values(list(CHECK_TEXTS)), model.predict_values(list(CHECK_TEXTS)),
                                rtol=1e-4, atol=1e-5)
+    assert "largest value difference (relative to the values' spread)" in result.sentence()
     assert result.max_abs_diff <= 1e-4 and onnx.predict(["ok"])[0]["value"] == pytest.approx(
         float(model.predict_values(["ok"])[0]), abs=1e-5)
 

@@ -54,10 +54,13 @@ class OnnxExport:
     max_abs_diff: float
     checked: int
     tolerance: float
+    task: str = "classification"
 
     def sentence(self) -> str:
-        what = "probability" if self.checked else "output"
-        return (f"ONNX parity on {self.checked} real inputs: largest {what} difference from PyTorch "
+        """One line for the user: how many inputs were compared and the largest difference found."""
+        what = ("value difference (relative to the values' spread)" if self.task == "regression"
+                else "probability difference")
+        return (f"ONNX parity on {self.checked} real inputs: largest {what} from PyTorch "
                 f"{self.max_abs_diff:.2e} (at most {self.tolerance:.0e} allowed)")
 
 
@@ -185,7 +188,7 @@ def export_onnx(
             os.replace(work / target.name, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return OnnxExport(path, targets, diff, len(items), tolerance)
+    return OnnxExport(path, targets, diff, len(items), tolerance, model.task)
 
 
 def _export(graph: nn.Module, example: tuple[torch.Tensor, ...], out: Path, names: list[str], output: str,
