@@ -87,7 +87,8 @@ def main() -> None:
     ap.add_argument("--images", action="store_true", help="the image side: fastai against transferkit")
     ap.add_argument("--fastai-epochs", default="3,10", help="fine_tune(E) for each E")
     ap.add_argument("--match-share", type=float, default=0.55,
-                    help="with --images --budget match: auto's budget as this share of the quicker fastai run")
+                    help="with --images --budget match or match-each: auto's budget as this share of the quicker "
+                         "fastai run's wall time (match) or of each fastai run's (match-each: one auto run apiece)")
     args = ap.parse_args()
     if args.images:
         return images(args)
@@ -162,7 +163,14 @@ def images(args: argparse.Namespace) -> None:
 
     work = Path(args.work or tempfile.mkdtemp(prefix="peers-img-"))
     base_env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    tools = [f"fastai fine_tune({e})" for e in args.fastai_epochs.split(",")] + ["transferkit auto (best rung)"]
+    epochs_list = args.fastai_epochs.split(",")
+    peers = [f"fastai fine_tune({e})" for e in epochs_list]
+    # each auto run: its label and the fastai run whose wall time its budget is a share of (None: a fixed budget)
+    if args.budget == "match-each":
+        autos = [(f"transferkit auto at {p}'s budget", p) for p in peers]
+    else:
+        autos = [("transferkit auto (best rung)", "quicker" if args.budget == "match" else None)]
+    tools = peers + [label for label, _ in autos]
     print(f"| data | labelled per class | {' | '.join(f'{t} accuracy %' for t in tools)} | "
           f"{' | '.join(f'{t} wall s' for t in tools)} | rungs auto kept |")
     print("|---|---|" + "---|" * (2 * len(tools) + 1))
@@ -179,8 +187,8 @@ def images(args: argparse.Namespace) -> None:
         for size in map(int, args.sizes.split(",")):
             acc: dict[str, list[float]] = {t: [] for t in tools}
             wall: dict[str, list[float]] = {t: [] for t in tools}
-            kept: list[str] = []
-            budgets: list[str] = []
+            kept: dict[str, list[str]] = {label: [] for label, _ in autos}
+            budgets: dict[str, list[str]] = {label: [] for label, _ in autos}
             for seed in range(args.seeds):
                 r = np.random.default_rng(seed)
                 y = ds.targets[pool]
@@ -190,35 +198,41 @@ def images(args: argparse.Namespace) -> None:
                 if not folder.exists():
                     write_folder(folder / "train", ds, train)
                     write_folder(folder / "test", ds, test)
-                for tool, epochs in zip(tools[:-1], args.fastai_epochs.split(","), strict=True):
+                for tool, epochs in zip(peers, epochs_list, strict=True):
                     s, out = timed([str(BIN / "python"), str(ROOT / "benchmarks/peers/fastai_run.py"), str(folder),
                                     epochs, str(seed)], base_env)
                     acc[tool].append(json.loads(out.strip().splitlines()[-1])["accuracy"])
                     wall[tool].append(s)
-                env = {**base_env, "TRANSFERKIT_CACHE": tempfile.mkdtemp(dir=folder.parent, prefix="cache-")}
-                out_dir = folder.parent / "auto"
-                # "match": the budget (the ladder's rungs) is a share of the quicker fastai run's wall time of this
-                # seed, so that the whole process (start-up, decoding, the from-scratch control that auto always
-                # trains, saving) can end inside it
-                budget = (f"{args.match_share * min(w[-1] for w in list(wall.values())[:-1]):.0f}s"
-                          if args.budget == "match" else args.budget)
-                budgets.append(budget)
-                s, _ = timed([str(BIN / "transferkit"), "fit", str(folder), "--strategy", "auto", "--budget",
-                              budget, "--seeds", str(args.auto_seeds), "--seed", str(seed), "--quiet",
-                              "--overwrite", "--out", str(out_dir)], env)
-                record = json.loads((out_dir / "run.json").read_text())
-                acc[tools[-1]].append(record["metrics"]["transfer"]["accuracy"])
-                wall[tools[-1]].append(s)
-                kept.append(record["chosen"]["label"])
+                for k, (label, against) in enumerate(autos):
+                    env = {**base_env, "TRANSFERKIT_CACHE": tempfile.mkdtemp(dir=folder.parent, prefix="cache-")}
+                    out_dir = folder.parent / f"auto-{k}"
+                    # a matched budget (the ladder's rungs) is a share of a fastai run's wall time of this seed, so
+                    # that the whole process (start-up, decoding, the from-scratch control that auto always trains,
+                    # saving) can end inside it
+                    if against is None:
+                        budget = args.budget
+                    else:
+                        peer_s = min(wall[p][-1] for p in peers) if against == "quicker" else wall[against][-1]
+                        budget = f"{args.match_share * peer_s:.0f}s"
+                    budgets[label].append(budget)
+                    s, _ = timed([str(BIN / "transferkit"), "fit", str(folder), "--strategy", "auto", "--budget",
+                                  budget, "--seeds", str(args.auto_seeds), "--seed", str(seed), "--quiet",
+                                  "--overwrite", "--out", str(out_dir)], env)
+                    record = json.loads((out_dir / "run.json").read_text())
+                    acc[label].append(record["metrics"]["transfer"]["accuracy"])
+                    wall[label].append(s)
+                    kept[label].append(record["chosen"]["label"])
             cells = [("{:.1f} [{:.1f}, {:.1f}]".format(*(100 * v for v in mean_ci(acc[t])))) for t in tools]
             cells += [f"{np.mean(wall[t]):.0f}" for t in tools]
-            print(f"| {name} | {size} | {' | '.join(cells)} | {', '.join(kept)} |", flush=True)
-            for t in tools[:-1]:
-                gap = 100 * (np.mean(acc[tools[-1]]) - np.mean(acc[t]))
-                ratio = np.mean(wall[tools[-1]]) / np.mean(wall[t])
-                met = "met" if gap >= 0 and ratio <= 1 else "missed"
-                print(f"<!-- {name} {size}/class: auto - {t} = {gap:+.1f} points, wall ratio {ratio:.2f}: target "
-                      f"{met}; auto budgets {', '.join(budgets)} -->", flush=True)
+            rungs = "; ".join(f"{', '.join(kept[label])}" for label, _ in autos)
+            print(f"| {name} | {size} | {' | '.join(cells)} | {rungs} |", flush=True)
+            for label, against in autos:
+                for t in peers if against in (None, "quicker") else [against]:
+                    gap = 100 * (np.mean(acc[label]) - np.mean(acc[t]))
+                    ratio = np.mean(wall[label]) / np.mean(wall[t])
+                    met = "met" if gap >= 0 and ratio <= 1 else "missed"
+                    print(f"<!-- {name} {size}/class: {label} - {t} = {gap:+.1f} points, wall ratio {ratio:.2f}: "
+                          f"target {met}; budgets {', '.join(budgets[label])} -->", flush=True)
 
 
 if __name__ == "__main__":
