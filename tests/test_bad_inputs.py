@@ -47,6 +47,10 @@ CASES: list[tuple[str, str]] = [
     ("fit {img} --backbone {bb}?init=zeros", "the only choice is init=random"),
     (FIT + " --scratch-budget nope", "scratch_budget='nope' is not one of"),
     (FIT + " --head svm", "head='svm' is not one of linear, mlp"),
+    (FIT + " --head mlp --set mirror=true", "mirror (mirror-image training and test-time augmentation) is for image "
+     "classes with the linear head"),
+    ("fit {csv} --backbone {bert} --set mirror=true", "mirror (mirror-image training and test-time augmentation) is "
+     "for image classes"),
     (FIT + " --strategy finetune --unfreeze top", "is not one of all, last:N, gradual"),
     (FIT + " --top-k 2", "top_k applies only to backbone='auto'"),
     (FIT + " --strategy auto --resume", "resume does not apply to strategy auto"),

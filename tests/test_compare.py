@@ -127,9 +127,13 @@ def test_auto_plan_follows_the_budget(image_folder, vit_dir):
     bb = create_backbone(TIMM_SPEC)
     tiny = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=1e-6)
     assert tiny.strategies == ["linear-probe"] and any("finetune skipped" in n for n in tiny.notes)
+    assert "linear-probe" not in tiny.options and any("without mirror images" in n for n in tiny.notes)
     roomy = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
     assert roomy.strategies == ["linear-probe", "finetune"]  # no attention: no lora
     assert roomy.options["finetune"] == {"unfreeze": "last:2", "lp_ft": True, "epochs": 10}
+    assert roomy.options["linear-probe"] == {"mirror": True} and any("dev_tta.py" in n for n in roomy.notes)
+    mlp = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600, probe_head="mlp")
+    assert "linear-probe" not in mlp.options  # mirror images are for the linear head
     vit = plan_ladder(create_backbone(str(vit_dir)), ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
     assert vit.strategies == ["linear-probe", "finetune", "lora"]  # images: no contrastive rung
 
@@ -336,3 +340,12 @@ def test_macro_f1_matches_scikit_learn_including_absent_classes():
             ref = f1_score(y, pred, labels=list(range(k)), average="macro", zero_division=0)
             assert ours["macro_f1"] == pytest.approx(ref, abs=1e-12)
             assert ours["accuracy"] == pytest.approx(float((y == pred).mean()))
+
+
+def test_auto_gives_the_probe_mirror_images_when_they_fit_and_not_with_the_mlp_head(image_folder):
+    res = compare(image_folder, TIMM_SPEC, "auto", seeds=1, budget=3600, progress=False,
+                  options=None, common_options={"epochs": 1})
+    assert res.meta["configs"]["linear-probe"]["mirror"] is True
+    mlp = compare(image_folder, TIMM_SPEC, "auto", seeds=1, budget=3600, progress=False,
+                  common_options={"epochs": 1, "head": "mlp"})
+    assert mlp.meta["configs"]["linear-probe"]["mirror"] is False

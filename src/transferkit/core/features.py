@@ -27,12 +27,15 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def cache_key(backbone: Backbone, ds: Dataset, indices: Sequence[int]) -> str:
-    """Backbone (spec + weights + preprocessing) x data content (items + order)."""
+def cache_key(backbone: Backbone, ds: Dataset, indices: Sequence[int], mirror: bool = False) -> str:
+    """Backbone (spec + weights + preprocessing) x data content (items + order), and whether the images were
+    mirrored."""
     h = hashlib.sha256(CACHE_VERSION.encode())
     h.update(backbone.fingerprint().encode())
     h.update(json.dumps(backbone.preprocess.to_dict(), sort_keys=True).encode())
     h.update(ds.content_hash(indices).encode())
+    if mirror:  # only then, so the plain features keep their keys
+        h.update(b"mirror")
     return h.hexdigest()[:32]
 
 
@@ -108,6 +111,7 @@ def extract_features(
     description: str = "features",
     stats: dict[str, Any] | None = None,
     compile: str | None = None,
+    mirror: bool = False,
 ) -> tuple[np.ndarray, bool]:
     """Features (N, D) float32 for ``ds`` items at ``indices``; returns (features, came_from_cache).
 
@@ -116,6 +120,7 @@ def extract_features(
     ``engine`` says how the backbone ran. ``batch_size`` defaults to ``default_batch_size``. ``compile``: auto
     (default, or ``$TRANSFERKIT_COMPILE``) compiles the
     backbone when that pays for this job on this machine (see ``transferkit.core.fastpath``); always; never.
+    ``mirror``: the features of each image's mirror image (left-right flipped after preprocessing).
     """
     from .fastpath import Runner, compile_mode
 
@@ -127,11 +132,15 @@ def extract_features(
         raise TransferkitError(
             f"Backbone {backbone.spec} takes {backbone.modality}s but {ds.name} holds {ds.modality}s."
         )
+    if mirror and backbone.modality != "image":
+        from ..errors import TransferkitError
+
+        raise TransferkitError("mirror (left-right flipped features) is for images only.")
     indices = [int(i) for i in indices]
     root = cache_dir or default_cache_dir()
     path = None
     if use_cache:
-        key = cache_key(backbone, ds, indices)
+        key = cache_key(backbone, ds, indices, mirror)
         path = root / "features" / f"{key}.safetensors"
         cached = _read_cache(path, len(indices), backbone.feature_dim) if path.exists() else None
         if cached is not None:
@@ -149,12 +158,15 @@ def extract_features(
     with progress_bar(f"{description} ({backbone.spec})", len(items), enabled=progress) as bar, torch.inference_mode():
         for batch in _batches(backbone, items, batch_size):
             inputs = backbone.to_device(backbone.prepare([items[i] for i in batch]), device)
+            if mirror:
+                inputs = inputs.flip(-1)
             feats[batch] = runner(inputs, len(batch)).float().cpu().numpy()
             bar.advance(len(batch))
     stats["engine"] = runner.finish()
     spent = time.perf_counter() - t0
     stats["extract_s"] = stats.get("extract_s", 0.0) + spent
     if path is not None:
-        meta = {"backbone": backbone.spec, "dataset": ds.name, "n": str(len(items)), "extract_s": f"{spent:.3f}"}
+        meta = {"backbone": backbone.spec, "dataset": ds.name, "n": str(len(items)), "extract_s": f"{spent:.3f}",
+                "mirror": str(mirror).lower()}
         _write_cache(path, feats, meta)
     return feats, False

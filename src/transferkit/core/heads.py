@@ -111,6 +111,11 @@ def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), std + 1e-6 * (scale if scale > 0 else 1.0)
 
 
+def _with_mirror(x: np.ndarray, mirror: np.ndarray | None, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows, and their mirror images' rows after them when given (same labels)."""
+    return (x, y) if mirror is None else (np.concatenate([x, mirror]), np.concatenate([y, y]))
+
+
 def fit_linear_probe(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -120,27 +125,33 @@ def fit_linear_probe(
     c_grid: tuple[float, ...] = C_GRID,
     seed: int = 0,
     refit_on_val: bool = True,
+    mirror: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> HeadFit:
     """Multinomial logistic regression on standardised features; L2 strength C chosen on the validation split.
 
     The smallest C with the best validation accuracy wins; the final model is refit on train + val with it and
     folded into one ``nn.Linear`` (standardisation included), so prediction is ``backbone -> linear``.
-    ``seed`` is unused: the problem is convex and solved deterministically.
+    ``mirror``: the mirror images' features of (train, val): they train beside the originals, and each validation
+    item is scored by its two images' mean logits (test-time augmentation). ``seed`` is unused: the problem is
+    convex and solved deterministically.
     """
     grid = tuple(sorted(c_grid))
-    mean, std = _moments(x_train)
-    path = _logreg_path((x_train - mean) / std, y_train, num_classes, grid)
-    xv = torch.from_numpy((x_val - mean) / std).double()
-    accs = [_accuracy((xv @ w + b).numpy(), y_val) for w, b in path]
+    m_train, m_val = mirror if mirror is not None else (None, None)
+    xt, yt = _with_mirror(x_train, m_train, y_train)
+    mean, std = _moments(xt)
+    path = _logreg_path((xt - mean) / std, yt, num_classes, grid)
+    views = [torch.from_numpy((v - mean) / std).double() for v in (x_val, m_val) if v is not None]
+    logits = [(sum(xv @ w + b for xv in views) / len(views)).numpy() for w, b in path]
+    accs = [_accuracy(lo, y_val) for lo in logits]
     best = int(np.argmax(accs))
     w, b = path[best]
-    val_logits = (xv @ w + b).numpy()
+    val_logits = logits[best]
     if refit_on_val:
-        x_all = np.concatenate([x_train, x_val])
+        x_all, y_all = _with_mirror(np.concatenate([x_train, x_val]),
+                                    None if m_train is None else np.concatenate([m_train, m_val]),
+                                    np.concatenate([y_train, y_val]))
         mean, std = _moments(x_all)
-        w, b = _logreg_path(
-            (x_all - mean) / std, np.concatenate([y_train, y_val]), num_classes, (grid[best],), init=(w, b)
-        )[0]
+        w, b = _logreg_path((x_all - mean) / std, y_all, num_classes, (grid[best],), init=(w, b))[0]
     head = linear_head(x_train.shape[1], num_classes)
     w_folded = w.T / torch.from_numpy(std).double()
     with torch.no_grad():
@@ -156,10 +167,13 @@ def fit_linear_probe_cv(
     c_grid: tuple[float, ...] = C_GRID,
     folds: int = 5,
     seed: int = 0,
+    mirror: np.ndarray | None = None,
 ) -> HeadFit:
     """The linear probe with C chosen by stratified k-fold cross-validation over all of ``x`` (for few labels: no
     example is held out of the final fit), then fitted on all of it. ``val_accuracy`` is the mean out-of-fold
-    accuracy of the chosen C; ``val_logits`` its out-of-fold logits for every row (held out, as for calibration)."""
+    accuracy of the chosen C; ``val_logits`` its out-of-fold logits for every row (held out, as for calibration).
+    ``mirror``: the mirror images' features of ``x``'s rows, trained beside them (an image and its mirror are held
+    out together) and averaged with them in the held-out logits."""
     grid = tuple(sorted(c_grid))
     rng = np.random.default_rng(seed)
     fold_of = np.zeros(len(y), dtype=np.int64)
@@ -171,15 +185,17 @@ def fit_linear_probe_cv(
         held = fold_of == f
         if not held.any() or held.all():
             continue
-        mean, std = _moments(x[~held])
-        path = _logreg_path((x[~held] - mean) / std, y[~held], num_classes, grid)
-        xv = torch.from_numpy((x[held] - mean) / std).double()
+        xt, yt = _with_mirror(x[~held], None if mirror is None else mirror[~held], y[~held])
+        mean, std = _moments(xt)
+        path = _logreg_path((xt - mean) / std, yt, num_classes, grid)
+        views = [torch.from_numpy((v[held] - mean) / std).double() for v in (x, mirror) if v is not None]
         for k, (w, b) in enumerate(path):
-            oof[k, held] = (xv @ w + b).numpy()
+            oof[k, held] = (sum(xv @ w + b for xv in views) / len(views)).numpy()
     accs = [_accuracy(oof[k], y) for k in range(len(grid))]
     best = int(np.argmax(accs))
-    mean, std = _moments(x)
-    w, b = _logreg_path((x - mean) / std, y, num_classes, (grid[best],))[0]
+    xt, yt = _with_mirror(x, mirror, y)
+    mean, std = _moments(xt)
+    w, b = _logreg_path((xt - mean) / std, yt, num_classes, (grid[best],))[0]
     head = linear_head(x.shape[1], num_classes)
     w_folded = w.T / torch.from_numpy(std).double()
     with torch.no_grad():

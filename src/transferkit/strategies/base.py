@@ -95,9 +95,11 @@ def split_features(
     batch_size: int | None = None,
     stats: dict[str, Any] | None = None,
     label: str = "",
+    mirror: bool = False,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """Frozen-backbone features of each split in ``parts`` (through the feature cache), and whether all of them
-    came from it; ``stats`` accumulates the extraction seconds (see ``extract_features``)."""
+    """Frozen-backbone features of each split in ``parts`` (through the feature cache; ``mirror``: of the mirror
+    images), and whether all of them came from it; ``stats`` accumulates the extraction seconds (see
+    ``extract_features``)."""
     from ..core.features import extract_features
 
     feats, hits = {}, []
@@ -105,6 +107,7 @@ def split_features(
         feats[part], hit = extract_features(
             backbone, ds, getattr(splits, part), batch_size=batch_size, cache_dir=ctx.cache_dir,
             use_cache=ctx.use_cache, progress=ctx.progress, description=f"{label}{part} features", stats=stats,
+            mirror=mirror,
         )
         hits.append(hit)
     return feats, all(hits)

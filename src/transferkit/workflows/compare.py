@@ -189,6 +189,7 @@ def compare(
             val_items=len(first.val) * len(seed_list),
             cv_folds=folds,
             n_val=len(first.val),
+            probe_head=str({**(common_options or {}), **(options or {}).get("linear-probe", {})}.get("head", "linear")),
         )
         strategies = plan.strategies
         notes += plan.notes
