@@ -121,19 +121,21 @@ def test_parse_budget():
 
 def test_auto_plan_follows_the_budget(image_folder, vit_dir):
     from transferkit import create_backbone, from_folder
-    from transferkit.workflows.auto import plan_ladder
+    from transferkit.workflows.auto import MIRROR_BELOW, plan_ladder
 
     ds = from_folder(image_folder)
     bb = create_backbone(TIMM_SPEC)
-    tiny = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=1e-6)
+    tiny = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=1e-6, smallest_class=8)
     assert tiny.strategies == ["linear-probe"] and any("finetune skipped" in n for n in tiny.notes)
     assert "linear-probe" not in tiny.options and any("without mirror images" in n for n in tiny.notes)
-    roomy = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
+    roomy = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600, smallest_class=8)
     assert roomy.strategies == ["linear-probe", "finetune"]  # no attention: no lora
     assert roomy.options["finetune"] == {"unfreeze": "last:2", "lp_ft": True, "epochs": 10}
     assert roomy.options["linear-probe"] == {"mirror": True} and any("dev_tta.py" in n for n in roomy.notes)
-    mlp = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600, probe_head="mlp")
+    mlp = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600, probe_head="mlp", smallest_class=8)
     assert "linear-probe" not in mlp.options  # mirror images are for the linear head
+    many = plan_ladder(bb, ds, n_train=20, n_eval=10, seeds=3, budget_s=3600, smallest_class=MIRROR_BELOW)
+    assert "linear-probe" not in many.options  # measured within the noise at 100 a class
     vit = plan_ladder(create_backbone(str(vit_dir)), ds, n_train=20, n_eval=10, seeds=3, budget_s=3600)
     assert vit.strategies == ["linear-probe", "finetune", "lora"]  # images: no contrastive rung
 

@@ -45,16 +45,21 @@ SMALL_VAL_SE = 0.10
 rule), which it would mostly owe to chance."""
 
 
+MIRROR_BELOW = 100
+"""auto gives the probe mirror images when the smallest class has fewer labelled images than this (train + val)."""
 MIRROR_REASON = ("benchmarks/dev_tta.py measured +1.1 and +1.2 points for mirror-image training and test-time "
-                 "augmentation at 50 images per class (Fashion-MNIST, digits; development splits)")
+                 "augmentation at 50 images per class (Fashion-MNIST, digits; development splits), +0.3 ± 0.4 at "
+                 f"100 (Fashion-MNIST): used below {MIRROR_BELOW} a class")
 
 
 def plan_ladder(
     backbone: Backbone, ds: Dataset, n_train: int, n_eval: int, seeds: int, budget_s: float, *,
     val_items: int | None = None, cv_folds: int = 0, n_val: int = 0, probe_head: str = "linear",
+    smallest_class: int | None = None,
 ) -> Plan:
-    """Linear probe always (for image classes with the linear head, trained and scored with mirror images too when
-    the budget allows twice its extraction: ``MIRROR_REASON``); LP-FT on the last two blocks when the budget allows
+    """Linear probe always (for image classes with the linear head and fewer than ``MIRROR_BELOW`` labelled images
+    in the ``smallest_class``, trained and scored with mirror images too when the budget allows twice its
+    extraction: ``MIRROR_REASON``); LP-FT on the last two blocks when the budget allows
     at least 2 epochs for every seed; LoRA on top for backbones with attention when there is room for that as well;
     for text classes, the contrastive (SetFit-style) rung when its sentence pairs fit what is left.
 
@@ -77,7 +82,8 @@ def plan_ladder(
     notes = [f"{per_item * 1000:.1f} ms per item forward; probe ~{probe:.0f} s, one fine-tuning epoch ~{epoch:.0f} s"]
     strategies, options = ["linear-probe"], {}
     spent = seeds * probe
-    if ds.modality == "image" and ds.task != "regression" and probe_head == "linear":
+    few = smallest_class is not None and smallest_class < MIRROR_BELOW
+    if ds.modality == "image" and ds.task != "regression" and probe_head == "linear" and few:
         if 2 * spent <= budget_s:
             options["linear-probe"] = {"mirror": True}
             spent *= 2

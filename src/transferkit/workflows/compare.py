@@ -190,6 +190,8 @@ def compare(
             cv_folds=folds,
             n_val=len(first.val),
             probe_head=str({**(common_options or {}), **(options or {}).get("linear-probe", {})}.get("head", "linear")),
+            smallest_class=None if regression else int(
+                np.bincount(ds.targets[np.concatenate([first.train, first.val])], minlength=len(ds.classes)).min()),
         )
         strategies = plan.strategies
         notes += plan.notes
