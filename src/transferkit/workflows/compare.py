@@ -178,7 +178,9 @@ def compare(
         from .auto import parse_budget, plan_ladder
 
         first = split.make(ds, seed=seed_list[0])
-        folds = 0 if regression else cv_folds(ds.targets[np.concatenate([first.train, first.val])], first)
+        labelled = ds.targets[np.concatenate([first.train, first.val])]
+        folds = 0 if regression else cv_folds(labelled, first)
+        probe_options = {**(common_options or {}), **(options or {}).get("linear-probe", {})}
         plan = plan_ladder(
             create_backbone(spec),
             ds,
@@ -189,9 +191,8 @@ def compare(
             val_items=len(first.val) * len(seed_list),
             cv_folds=folds,
             n_val=len(first.val),
-            probe_head=str({**(common_options or {}), **(options or {}).get("linear-probe", {})}.get("head", "linear")),
-            smallest_class=None if regression else int(
-                np.bincount(ds.targets[np.concatenate([first.train, first.val])], minlength=len(ds.classes)).min()),
+            probe_head=str(probe_options.get("head", "linear")),
+            smallest_class=None if regression else int(np.bincount(labelled, minlength=len(ds.classes)).min()),
         )
         strategies = plan.strategies
         notes += plan.notes
