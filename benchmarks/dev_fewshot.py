@@ -66,6 +66,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--pairs", default="all", help="pairs_per_example values to try (all: every distinct pair)")
     ap.add_argument("--setfit", action="store_true", help="SetFit (defaults) on the same texts too")
+    ap.add_argument("--wise", default="", help="weight interpolations to try, e.g. 0.5,0.75: the encoder at "
+                    "(1 - a) * pretrained + a * tuned (WiSE-FT), its own probe")
+    ap.add_argument("--fixed-c", action="store_true", help="also the tuned probe with C fixed at 0.1 and 1")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also the mean of the plain probe's and the tuned probe's probabilities (two encoders)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     for name in args.data.split(","):
@@ -91,8 +96,10 @@ def main() -> None:
                 f_tr, f_dev = features(bb, tr_texts), features(bb, dev_texts)
                 folds = min(5, size)
                 fit = fit_linear_probe_cv(f_tr, y_tr, len(ds.classes), folds=folds, seed=seed)
-                acc = float((fit.head(torch.from_numpy(f_dev)).argmax(1).numpy() == y_dev).mean())
+                plain_proba = fit.head(torch.from_numpy(f_dev)).softmax(1).detach().numpy()
+                acc = float((plain_proba.argmax(1) == y_dev).mean())
                 scores.setdefault("probe (CV C)", []).append(acc)
+                start = {k: v.detach().clone() for k, v in bb.state_dict().items()}
                 for per in [None if p == "all" else int(p) for p in args.pairs.split(",")]:
                     bb = create_backbone("pack:minilm-l6")
                     cfg = ContrastiveConfig(pairs_per_example=per)
@@ -105,9 +112,23 @@ def main() -> None:
                     secs.setdefault(f"contrastive {per or 'all'}/ex", []).append(time.perf_counter() - t0)
                     g_tr, g_dev = features(bb, tr_texts), features(bb, dev_texts)
                     fit = fit_linear_probe_cv(g_tr, y_tr, len(ds.classes), folds=folds, seed=seed)
-                    acc = float((fit.head(torch.from_numpy(g_dev)).argmax(1).numpy() == y_dev).mean())
+                    tuned_proba = fit.head(torch.from_numpy(g_dev)).softmax(1).detach().numpy()
+                    acc = float((tuned_proba.argmax(1) == y_dev).mean())
                     scores.setdefault(f"contrastive {per or 'all'}/ex, CV C ({len(pairs)} pairs)", []).append(acc)
-                    for c in (0.1, 1.0):
+                    if args.ensemble:
+                        acc = float((((plain_proba + tuned_proba) / 2).argmax(1) == y_dev).mean())
+                        scores.setdefault(f"contrastive {per or 'all'}/ex + probe, mean proba", []).append(acc)
+                    tuned = {k: v.detach().clone() for k, v in bb.state_dict().items()}
+                    for a in [float(x) for x in args.wise.split(",") if x]:
+                        bb.load_state_dict({k: (1 - a) * start[k] + a * tuned[k] if start[k].is_floating_point()
+                                            else tuned[k] for k in tuned})
+                        bb.eval()
+                        h_tr, h_dev = features(bb, tr_texts), features(bb, dev_texts)
+                        fit = fit_linear_probe_cv(h_tr, y_tr, len(ds.classes), folds=folds, seed=seed)
+                        acc = float((fit.head(torch.from_numpy(h_dev)).argmax(1).numpy() == y_dev).mean())
+                        scores.setdefault(f"contrastive {per or 'all'}/ex, WiSE a={a:g}", []).append(acc)
+                    bb.load_state_dict(tuned)
+                    for c in (0.1, 1.0) if args.fixed_c else ():
                         fit = fit_linear_probe_cv(g_tr, y_tr, len(ds.classes), c_grid=(c,), folds=2, seed=seed)
                         acc = float((fit.head(torch.from_numpy(g_dev)).argmax(1).numpy() == y_dev).mean())
                         scores.setdefault(f"contrastive {per or 'all'}/ex, C={c}", []).append(acc)
