@@ -219,7 +219,8 @@ def images(args: argparse.Namespace) -> None:
                                   budget, "--seeds", str(args.auto_seeds), "--seed", str(seed), "--quiet",
                                   "--overwrite", "--out", str(out_dir)], env)
                     record = json.loads((out_dir / "run.json").read_text())
-                    acc[label].append(record["metrics"]["transfer"]["accuracy"])
+                    # the saved model's: the best transfer rung's, or the control's when auto kept it
+                    acc[label].append(record["metrics"].get("saved", record["metrics"]["transfer"])["accuracy"])
                     wall[label].append(s)
                     kept[label].append(record["chosen"]["label"])
             cells = [("{:.1f} [{:.1f}, {:.1f}]".format(*(100 * v for v in mean_ci(acc[t])))) for t in tools]

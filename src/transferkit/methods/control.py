@@ -18,7 +18,7 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from ..backbones.scratch import SmallCNN
 from ..core.progress import progress_bar
 from ..data.dataset import Dataset, Splits
 from .control_cache import CONTROL_VERSION, ControlCache, control_key
+
+if TYPE_CHECKING:
+    from ..core.model import TransferModel
 
 
 @dataclass
@@ -68,6 +71,8 @@ class ControlResult:
     trainable_parameters: int
     wall_s: float
     info: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    """The small CNN's state at its best validation epoch, when the CNN is the control (see ``control_model``)."""
 
 
 def _image_tensor(ds: Dataset, indices: np.ndarray, size: int) -> torch.Tensor:
@@ -296,10 +301,13 @@ def _image_control(
         }
     target = _target_epochs(config, record, splits, n_classes, flops_store)
     trained = len(record[key])
+    snapshots: dict[str, dict[str, torch.Tensor]] | None = None  # the weights of every new best epoch, by epoch
     if target is None or target > trained:
         if status == "hit":
             status = "extended"
-        run = _CNNRun(n_classes, seed, config, cache.state() if trained else None, regressor)
+        state = cache.state() if trained else None
+        snapshots = dict(state.get("best", {})) if state is not None else {}
+        run = _CNNRun(n_classes, seed, config, state, regressor)
         x = decoded()
         total = target if target is not None else config.max_epochs
         with progress_bar("scratch CNN epochs", total, enabled=progress) as bar:
@@ -312,6 +320,7 @@ def _image_control(
                 # a new best (or the first epoch: an R^2 can start below -1) keeps its test predictions
                 if acc > max(record[key], default=-1.0) or not record["test_pred"]:
                     record["test_pred"][str(epoch)] = stored(run.predict(x["test"]))
+                    snapshots[str(epoch)] = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
                 record[key].append(acc)
                 record["epoch_s"].append(time.perf_counter() - te)
                 epoch += 1
@@ -321,7 +330,7 @@ def _image_control(
                     if target is not None:
                         total = target
                         bar.set_total(total)
-        cache.write(record, run.state())
+        cache.write(record, {**run.state(), "best": snapshots})
     assert target is not None
     curve = record[key][:target]
     best_epoch = int(np.argmax(curve))  # the first best: always an epoch whose test predictions were kept
@@ -345,12 +354,15 @@ def _image_control(
     if config.time_budget_s is not None:
         common["time_budget_s"] = config.time_budget_s
     if curve[best_epoch] > pixels[key]:  # the simpler model wins ties
+        if snapshots is None and cache.dir is not None:
+            snapshots = cache.state().get("best", {})
         return ControlResult(
             np.asarray(record["test_pred"][str(best_epoch)]),
             cnn_name,
             cnn_params,
             time.perf_counter() - t0,
             {key: curve[best_epoch], **common},
+            (snapshots or {}).get(str(best_epoch)),
         )
     chosen = {k: pixels[k] for k in (("alpha", "components") if regressor else ("C",))}
     return ControlResult(
@@ -427,6 +439,28 @@ def run_scratch(
     if ds.modality == "text":
         return _text_control(ds, splits, seed, root)
     return _image_control(ds, splits, seed, config, progress, root)
+
+
+def control_model(control: ControlResult, ds: Dataset) -> TransferModel | str:
+    """The control as a saved-and-predicted ``TransferModel`` (``scratch:cnn`` with the CNN's best-epoch weights),
+    or a sentence saying why it cannot be one: only the image classes' small CNN can."""
+    from ..backbones.registry import create_backbone
+    from ..core.heads import linear_head
+    from ..core.model import TransferModel
+
+    if ds.task == "regression" or ds.modality != "image":
+        return f"the control ({control.description}) is not saved as a model for {ds.modality} {ds.task}"
+    if control.weights is None:
+        return f"the control ({control.description}) is not the small CNN, which alone saves as a model"
+    size = int(control.info["input_px"])
+    backbone = create_backbone(f"scratch:cnn?size={size}&width=32")
+    prefix = "features."
+    backbone.features.load_state_dict({k[len(prefix):]: v for k, v in control.weights.items() if k.startswith(prefix)})
+    head = linear_head(backbone.feature_dim, len(ds.classes))
+    head.load_state_dict({"weight": control.weights["head.1.weight"], "bias": control.weights["head.1.bias"]})
+    backbone.mark_changed(full=True)
+    backbone.freeze()
+    return TransferModel(backbone, head, ds.classes).eval()
 
 
 SCRATCH_BUDGETS = ("work", "fixed", "matched")

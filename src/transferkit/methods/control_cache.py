@@ -12,7 +12,7 @@ import torch
 from .._files import atomic_write
 from ..data.dataset import Dataset, Splits
 
-CONTROL_VERSION = "3"
+CONTROL_VERSION = "4"
 
 
 def control_key(ds: Dataset, splits: Splits, seed: int, settings: dict[str, Any]) -> str:
@@ -33,7 +33,8 @@ def _sha256_file(path: Path) -> str:
 
 class ControlCache:
     """One folder per key: ``record.json`` (results, per-epoch curve, checksum of the state) and ``state.pt``
-    (CNN weights, optimizer and RNG state to continue training; loaded with ``weights_only=True``)."""
+    (CNN weights, optimizer and RNG state to continue training, and the CNN's weights at each new best validation
+    epoch under ``best``; loaded with ``weights_only=True``)."""
 
     def __init__(self, root: Path | None, key: str) -> None:
         self.dir = root / "control" / key if root is not None else None

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._files import json_text
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
@@ -170,6 +172,7 @@ def fit_auto(
 ) -> FitResult:
     """The ladder through ``compare``, written as a fit: model, run.json (with the whole comparison), report.md."""
     from .._version import __version__
+    from ..core.evaluation import classification_metrics
     from ..core.training import is_main_process
     from .compare import METRICS, SCRATCH, compare, compare_record, report_lines
     from .evidence import calibrate as calibrate_model
@@ -187,6 +190,9 @@ def fit_auto(
     regression = ds.task == "regression"
     keys = [k for k, _ in METRICS[ds.task]]
     metrics = {"transfer": {k: pick[k] for k in keys}, "scratch": {k: control[k] for k in keys}}
+    if res.saved == SCRATCH:  # the saved model is the control's CNN: its test metrics as predict computes them
+        y_test = ds.targets[res.test[0]]
+        metrics["saved"] = classification_metrics(y_test, np.asarray(res.test[1]).argmax(1), len(ds.classes))
     rows = [
         {"name": r["model"], **{k: r[k][0] for k in keys}, "wall_s": r["wall_s"],
          "trainable_parameters": r["trainable_parameters"]}
@@ -207,9 +213,10 @@ def fit_auto(
                  "layout": ds.layout, "task": ds.task},
         "backbone": res.meta["backbone"],
         "strategy": "auto",
-        "chosen": {"label": res.best, "strategy": res.meta["strategies"][res.best],
-                   "by": res.meta.get("chosen_by") or
-                   f"mean validation {'R^2' if regression else 'accuracy'} over the seeds"},
+        "chosen": {"label": SCRATCH, "strategy": SCRATCH, "by": res.meta["control_choice"]["text"]}
+        if res.saved == SCRATCH else
+        {"label": res.best, "strategy": res.meta["strategies"][res.best],
+         "by": res.meta.get("chosen_by") or f"mean validation {'R^2' if regression else 'accuracy'} over the seeds"},
         "config": {"budget": kw["budget"], "options": options, "scratch_budget": kw["scratch_budget"],
                    "configs": res.meta["configs"]},
         "seed": seeds[0],

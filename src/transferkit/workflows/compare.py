@@ -17,13 +17,14 @@ from ..core.inputs import check_images, remember_images
 from ..core.model import TransferModel
 from ..core.outdir import check_out
 from ..core.progress import log_folder, out_console
+from ..data.dataset import Dataset
 from ..data.spec import DataSpec, SplitSpec
 from ..errors import TransferkitError
-from ..methods.control import SCRATCH_BUDGETS, budget_config, run_scratch
+from ..methods.control import SCRATCH_BUDGETS, budget_config, control_model, run_scratch
 from ..strategies import STRATEGIES, RunContext, make_config
 from ..strategies.base import cold_cost, work_flops
 from ..strategies.linear_probe import cv_folds
-from .compare_result import METRICS, SCRATCH, CompareResult, _val_means, choose_rung, val_key
+from .compare_result import METRICS, SCRATCH, CompareResult, _val_means, choose_rung, scratch_beats, val_key
 from .evidence import regression_evidence, test_evidence
 from .html import write_html
 from .report import environment
@@ -209,6 +210,7 @@ def compare(
     runs: list[dict[str, Any]] = []
     models: dict[str, TransferModel] = {}
     first_proba: dict[str, Any] = {}  # the first seed's test probabilities (or values): the saved model's evidence
+    first_control = None
     n_classes = len(ds.classes)
     score = val_key(ds.task)
 
@@ -255,6 +257,8 @@ def compare(
         control = run_scratch(
             ds, splits, seed=seed, config=control_config, progress=progress, cache_dir=cache_dir, use_cache=use_cache
         )
+        if seed == seed_list[0]:
+            first_control = control
         # every choice of this seed is made: only now are its test labels read, for the report
         y_test = ds.targets[splits.test]
         for r in runs[-len(variants) :]:
@@ -304,15 +308,45 @@ def compare(
         "layout": ds.layout,
         "environment": environment(),
     }
-    test = (split.make(ds, seed=seed_list[0]).test, first_proba[best])
+    test_idx = split.make(ds, seed=seed_list[0]).test
+    test, model = (test_idx, first_proba[best]), models.get(best)
+    if is_auto and not prefer and not regression and first_control is not None:
+        scratch = scratch_choice(ds, runs, val_mean, best, len(splits.val) * len(seed_list), first_control,
+                                 seed_list[0])
+        if scratch is not None:
+            meta["control_choice"], made = scratch
+            if made is not None:  # the control's own model, scored (for the report only) as predict will score it
+                model, test = made, (test_idx, made.predict_proba(ds.take(test_idx)))
     where = Path(out) if out is not None else None
     meta["test_evaluation"] = (regression_evidence(ds, *test, where) if regression else
                                test_evidence(ds, *test, where, seed_list[0]))
-    res = CompareResult(runs, verdicts, best, models.get(best), meta, test)
+    res = CompareResult(runs, verdicts, best, model, meta, test)
     if out is not None:
         _write(res, Path(out))
     remember_images(verified, cache_dir, use_cache)
     return res
+
+
+def scratch_choice(
+    ds: Dataset, runs: list[dict[str, Any]], val_mean: dict[str, float], best: str, val_items: int, control: Any,
+    seed: int,
+) -> tuple[dict[str, Any], TransferModel | None] | None:
+    """For ``--strategy auto``: when the from-scratch control's mean validation accuracy beats every transfer rung's
+    by more than one standard error (``scratch_beats``), the control's first-seed model, if it can be saved (the
+    image classes' small CNN), and what was decided in words; None when the control did not win."""
+    scores = [r["val_accuracy"] for r in runs if r["model"] == SCRATCH]
+    if not scores or any(v is None for v in scores):
+        return None
+    control_mean = float(np.mean(scores))
+    if not scratch_beats(val_mean, control_mean, val_items):
+        return None
+    made = control_model(control, ds)
+    won = (f"the from-scratch control ({control.description}) beat every transfer rung on validation: "
+           f"{100 * control_mean:.1f} % against {100 * val_mean[best]:.1f} % for `{best}`, by more than one standard "
+           f"error over {val_items} validation predictions (negative transfer)")
+    if isinstance(made, str):
+        return {"kept": False, "text": f"{won}; {made}, so the saved model is `{best}`"}, None
+    return {"kept": True, "text": f"{won}; the saved model is the control (`scratch:cnn`, seed {seed})"}, made
 
 
 def compare_record(res: CompareResult) -> dict[str, Any]:
@@ -338,7 +372,7 @@ def report_lines(res: CompareResult, title: str = "transferkit compare") -> list
         *[f"- {line}" for line in res.verdict_lines()],
         f"- {res.scratch_line()}",
         *[f"- {line}" for line in res.choice_lines()],
-        f"- saved model: `{res.best}` (seed {res.meta['seeds'][0]})",
+        f"- saved model: `{res.saved}` (seed {res.meta['seeds'][0]})",
         *[f"- {line}" for line in res.data_notes()],
         "",
     ]

@@ -42,6 +42,11 @@ class CompareResult(Tabulated):
     seed's."""
 
     @property
+    def saved(self) -> str:
+        """What the saved model is: ``best``, or ``scratch`` when auto kept the control (``scratch_beats``)."""
+        return SCRATCH if self.meta.get("control_choice", {}).get("kept") else self.best
+
+    @property
     def task(self) -> str:
         return str(self.meta.get("task", "classification"))
 
@@ -104,6 +109,7 @@ class CompareResult(Tabulated):
 
         if self.meta.get("chosen_by"):  # a default the data was too small to check (see plan_ladder)
             return [f"kept `{self.best}`: {self.meta['chosen_by']}; test labels played no part in the choice"]
+        control = [self.meta["control_choice"]["text"]] if self.meta.get("control_choice") else []
         means = _checked(means)
         top = max(means, key=lambda k: means[k])
         se = one_se(means, int(self.meta.get("val_items", 0)), self.task)
@@ -123,7 +129,7 @@ class CompareResult(Tabulated):
                 lines.append(
                     f"{name} ended worse on validation than the cheaper {c} ({shown(means[name])} vs {shown(means[c])})"
                 )
-        return lines
+        return lines + control
 
     def data_notes(self) -> list[str]:
         """Which splits came with the data, and how many duplicates were left out."""
@@ -179,6 +185,16 @@ def choose_rung(means: dict[str, float], val_items: int, task: str) -> str:
     means = _checked(means)
     top = max(means.values())
     return next(k for k, v in means.items() if v >= top - one_se(means, val_items, task))
+
+
+def scratch_beats(means: dict[str, float], control: float, val_items: int) -> bool:
+    """Whether the from-scratch control's mean validation accuracy is above every transfer rung's by more than one
+    standard error (of the best of them all): the control must win clearly to replace transfer. Its score is its best
+    epoch's, chosen on the same validation split, as a fine-tune's is."""
+    means = _checked(means)
+    if not means or not math.isfinite(control) or val_items <= 0:
+        return False
+    return control > max(means.values()) + one_se({**means, SCRATCH: control}, val_items, "classification")
 
 
 def _checked(means: dict[str, float]) -> dict[str, float]:
