@@ -223,7 +223,8 @@ def images(args: argparse.Namespace) -> None:
                     acc[label].append(record["metrics"].get("saved", record["metrics"]["transfer"])["accuracy"])
                     wall[label].append(s)
                     kept[label].append(record["chosen"]["label"])
-            cells = [("{:.1f} [{:.1f}, {:.1f}]".format(*(100 * v for v in mean_ci(acc[t])))) for t in tools]
+            cells = [("{:.1f} [{:.1f}, {:.1f}]".format(*(100 * min(1.0, max(0.0, v)) for v in mean_ci(acc[t]))))
+                     for t in tools]  # an interval shown within [0, 100] %, as transferkit's reports clip it
             cells += [f"{np.mean(wall[t]):.0f}" for t in tools]
             rungs = "; ".join(f"{', '.join(kept[label])}" for label, _ in autos)
             print(f"| {name} | {size} | {' | '.join(cells)} | {rungs} |", flush=True)

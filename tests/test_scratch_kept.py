@@ -1,5 +1,6 @@
 """Negative transfer: ``--strategy auto`` saves its from-scratch control when the control clearly beats every
-transfer rung on validation (the image classes' small CNN, as a ``scratch:cnn`` model that predicts like any other)."""
+transfer rung on validation (for image classes: the small CNN as ``scratch:cnn``, the pixel model as
+``scratch:pixels``, models that predict like any other)."""
 
 from __future__ import annotations
 
@@ -81,12 +82,46 @@ def test_the_control_cnn_becomes_a_model_that_scores_as_the_control_did(tmp_path
     assert all(torch.equal(short.weights[k], v) for k, v in fresh.weights.items())
 
 
-def test_only_the_image_classes_cnn_is_saved():
+def _colours(n: int = 90, seed: int = 0) -> Dataset:
+    """Noisy solid colours: the pixel model separates them, and the simpler model wins the control's ties."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    base = np.array([(200, 40, 40), (40, 200, 40), (40, 40, 200)], dtype=np.float64)[labels]
+    x = np.clip(base[:, None, None, :] + rng.normal(0, 25, (n, 20, 20, 3)), 0, 255).astype(np.uint8)
+    return Dataset(x, [("red", "green", "blue")[v] for v in labels], "image", name="colours")
+
+
+def test_the_pixel_control_becomes_a_model_that_scores_as_the_control_did(tmp_path):
+    ds = _colours()
+    splits = make_splits(ds, seed=0)
+    first = run_scratch(ds, splits, config=ScratchConfig(epochs=1, batch_size=8), progress=False, cache_dir=tmp_path)
+    assert first.description == "logistic regression on raw pixels (32px)" and first.weights is not None
+    model = control_model(first, ds)
+    k = first.weights["proj"].shape[0]
+    assert model.backbone.spec == f"scratch:pixels?size=32&components={k}"
+    x = control_mod._image_tensor(ds, splits.test, 32)
+    flat = x.reshape(len(x), -1).double() / 255.0
+    expected = ((flat - first.weights["mean"].double()) @ first.weights["proj"].double().T).float()
+    with torch.no_grad():  # the projection and head as the control fitted them
+        torch.testing.assert_close(model.backbone(x.float() / 255.0), expected, atol=1e-4, rtol=1e-4)
+        assert (model.head(expected).argmax(1).numpy() == first.test_pred).all()
+    assert (model.predict_proba(ds.take(splits.test)).argmax(1) == first.test_pred).mean() >= 0.9
+    saved = model.save(tmp_path / "model")  # and back, as predict loads it
+    from transferkit.core.export import load
+
+    again = load(saved)
+    np.testing.assert_allclose(again.predict_proba(ds.take(splits.test)), model.predict_proba(ds.take(splits.test)),
+                               atol=1e-6)
+    hit = run_scratch(ds, splits, config=ScratchConfig(epochs=1, batch_size=8), progress=False, cache_dir=tmp_path)
+    assert hit.info["cache"] == "hit" and all(torch.equal(hit.weights[n], v) for n, v in first.weights.items())
+
+
+def test_a_text_control_or_one_without_weights_is_not_saved():
     text = Dataset(["a b", "c d", "e f", "g h"], ["x", "y", "x", "y"], "text", name="t")
     tfidf = ControlResult(np.zeros(1, dtype=int), "TF-IDF (1-2 grams) + logistic regression", 10, 0.1)
     assert "not saved as a model for text classification" in control_model(tfidf, text)
     pixels = ControlResult(np.zeros(1, dtype=int), "logistic regression on raw pixels (32px)", 10, 0.1)
-    assert "not the small CNN" in control_model(pixels, _noise())
+    assert "kept no weights to save" in control_model(pixels, _noise())
 
 
 @pytest.fixture
@@ -130,10 +165,10 @@ def test_a_winning_control_that_cannot_be_saved_leaves_transfer_saved(tmp_path, 
     record = json.loads((out / "run.json").read_text())
     assert record["chosen"]["label"] == "linear-probe"
     choice = record["compare"]["control_choice"]
-    assert choice["kept"] is False and "not the small CNN" in choice["text"]
+    assert choice["kept"] is False and "kept no weights to save" in choice["text"]
     assert "saved model is `linear-probe`" in (out / "report.md").read_text()
 
 
-def _perfect_pixels(ds, splits, xs, seed):  # the pixel model wins the control (validation 1.0)
+def _perfect_pixels(ds, splits, xs, seed):  # the pixel model wins the control (validation 1.0), without weights
     return {"test_pred": [0] * len(splits.test), "val_accuracy": 1.0, "C": 1.0, "components": 1,
             "trainable_parameters": 3, "seconds": 0.0}

@@ -74,15 +74,45 @@ class ScratchCNNBackbone(Backbone):
         return [m for m in self.features if any(True for _ in m.parameters())]
 
 
+class PixelPCABackbone(Backbone):
+    """``scratch:pixels?size=32&components=K``: an image's raw pixels (``size`` px, in [0, 1]) projected on K
+    principal directions, as the pixel model of the from-scratch control fits them; the mean and the directions
+    are weights (zero until a saved model or the control fills them), so the control saves and predicts like any
+    other model."""
+
+    def __init__(self, spec: str, size: int, components: int) -> None:
+        pre = ImagePreprocess(input_size=(3, size, size), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                              interpolation="bilinear", crop_pct=1.0, crop_mode="squash")
+        super().__init__(spec, "image", components, pre, pretrained=False)
+        dim = 3 * size * size
+        self.mean = nn.Parameter(torch.zeros(dim), requires_grad=False)
+        self.proj = nn.Parameter(torch.zeros(components, dim), requires_grad=False)
+        self._transform = BatchImageTransform(pre.transform())
+
+    def prepare(
+        self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return prepare_images(self._transform, items, augment, generator, scale=(0.8, 1.0)).contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1) - self.mean) @ self.proj.T
+
+    def blocks(self) -> list[nn.Module]:
+        return []
+
+
 @register_source(
     "scratch",
     SourceInfo(rows=lambda: [BackboneInfo("scratch:cnn?size=32", "image", True, "small CNN from random init")],
                list_order=30),
 )
 def create_scratch_backbone(name: str, options: dict[str, str]) -> Backbone:
-    """``scratch:cnn[?size=32|64&width=N]``: a small CNN from random init (students, controls)."""
+    """``scratch:cnn[?size=32|64&width=N]``: a small CNN from random init (students, controls);
+    ``scratch:pixels?size=N&components=K``: the control's pixel model's projection (see ``PixelPCABackbone``)."""
+    if name == "pixels":
+        return _pixels(options)
     if name != "cnn":
-        raise TransferkitError(f"Unknown scratch network {name!r}; known: cnn.")
+        raise TransferkitError(f"Unknown scratch network {name!r}; known: cnn, pixels.")
     known = {"size", "width"}
     if set(options) - known:
         raise TransferkitError(f"Unknown option(s) for scratch:cnn: {', '.join(sorted(set(options) - known))}. "
@@ -95,3 +125,18 @@ def create_scratch_backbone(name: str, options: dict[str, str]) -> Backbone:
         raise TransferkitError(f"scratch:cnn: size must be 8-512 pixels and width 4-256 (got {size}, {width}).")
     spec = f"scratch:cnn?size={size}&width={width}"
     return ScratchCNNBackbone(spec, size, width)
+
+
+def _pixels(options: dict[str, str]) -> Backbone:
+    known = {"size", "components"}
+    if set(options) - known:
+        raise TransferkitError(f"Unknown option(s) for scratch:pixels: {', '.join(sorted(set(options) - known))}. "
+                               "Known: size, components.")
+    try:
+        size, components = int(options.get("size", 32)), int(options.get("components", 32))
+    except ValueError:
+        raise TransferkitError("scratch:pixels options size and components must be whole numbers.") from None
+    if not 8 <= size <= 512 or not 1 <= components <= 3 * size * size:
+        raise TransferkitError(f"scratch:pixels: size must be 8-512 pixels and components 1-{3 * size * size} "
+                               f"(got {size}, {components}).")
+    return PixelPCABackbone(f"scratch:pixels?size={size}&components={components}", size, components)

@@ -72,7 +72,8 @@ class ControlResult:
     wall_s: float
     info: dict[str, Any] = field(default_factory=dict)
     weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    """The small CNN's state at its best validation epoch, when the CNN is the control (see ``control_model``)."""
+    """The image classes' control as weights (see ``control_model``): the small CNN's state at its best validation
+    epoch, or the pixel model's mean, principal directions and head."""
 
 
 def _image_tensor(ds: Dataset, indices: np.ndarray, size: int) -> torch.Tensor:
@@ -225,6 +226,9 @@ def train_scratch_pixels(ds: Dataset, splits: Splits, xs: dict[str, torch.Tensor
     with torch.no_grad():
         pred = fit.head(torch.from_numpy(flat["test"])).argmax(1).numpy()
     return {
+        # popped before the record is written (JSON): the cache keeps them with the CNN's state (control_model)
+        "weights": {"mean": mean.float(), "proj": vh[:k].float().contiguous(),
+                    "head.weight": fit.head.weight.detach().clone(), "head.bias": fit.head.bias.detach().clone()},
         "test_pred": pred.tolist(),
         "val_accuracy": fit.val_accuracy,
         "C": fit.chosen["C"],
@@ -280,6 +284,7 @@ def _image_control(
     record = cache.read()
     status = "hit" if record is not None else "miss"
     xs: dict[str, torch.Tensor] | None = None
+    pixel_weights: dict[str, torch.Tensor] | None = None  # the pixel model's, when it was fitted in this call
 
     def decoded() -> dict[str, torch.Tensor]:
         nonlocal xs
@@ -291,10 +296,12 @@ def _image_control(
         td = time.perf_counter()
         decoded()
         decode_s = time.perf_counter() - td
+        pixels = pixel_model(ds, splits, decoded(), seed)
+        pixel_weights = pixels.pop("weights", None)
         record = {
             "input_px": size,
             "decode_s": decode_s,
-            "pixels": pixel_model(ds, splits, decoded(), seed),
+            "pixels": pixels,
             key: [],
             "epoch_s": [],
             "test_pred": {},
@@ -307,6 +314,8 @@ def _image_control(
             status = "extended"
         state = cache.state() if trained else None
         snapshots = dict(state.get("best", {})) if state is not None else {}
+        if state is not None:
+            pixel_weights = state.get("pixels")
         run = _CNNRun(n_classes, seed, config, state, regressor)
         x = decoded()
         total = target if target is not None else config.max_epochs
@@ -330,7 +339,7 @@ def _image_control(
                     if target is not None:
                         total = target
                         bar.set_total(total)
-        cache.write(record, {**run.state(), "best": snapshots})
+        cache.write(record, {**run.state(), "best": snapshots, **({"pixels": pixel_weights} if pixel_weights else {})})
     assert target is not None
     curve = record[key][:target]
     best_epoch = int(np.argmax(curve))  # the first best: always an epoch whose test predictions were kept
@@ -365,12 +374,15 @@ def _image_control(
             (snapshots or {}).get(str(best_epoch)),
         )
     chosen = {k: pixels[k] for k in (("alpha", "components") if regressor else ("C",))}
+    if pixel_weights is None and cache.dir is not None and not regressor:
+        pixel_weights = cache.state().get("pixels")
     return ControlResult(
         np.asarray(pixels["test_pred"]),
         pixel_name,
         int(pixels["trainable_parameters"]),
         time.perf_counter() - t0,
         {key: pixels[key], **chosen, **common},
+        pixel_weights,
     )
 
 
@@ -442,22 +454,30 @@ def run_scratch(
 
 
 def control_model(control: ControlResult, ds: Dataset) -> TransferModel | str:
-    """The control as a saved-and-predicted ``TransferModel`` (``scratch:cnn`` with the CNN's best-epoch weights),
-    or a sentence saying why it cannot be one: only the image classes' small CNN can."""
+    """The control as a saved-and-predicted ``TransferModel``: ``scratch:cnn`` with the CNN's best-epoch weights, or
+    ``scratch:pixels`` with the pixel model's projection and head; or a sentence saying why it cannot be one (a text
+    control, TF-IDF, is not a network; a numeric target's control is not saved either)."""
     from ..backbones.registry import create_backbone
     from ..core.heads import linear_head
     from ..core.model import TransferModel
 
     if ds.task == "regression" or ds.modality != "image":
         return f"the control ({control.description}) is not saved as a model for {ds.modality} {ds.task}"
-    if control.weights is None:
-        return f"the control ({control.description}) is not the small CNN, which alone saves as a model"
+    w = control.weights
+    if w is None:
+        return f"the control ({control.description}) kept no weights to save"
     size = int(control.info["input_px"])
-    backbone = create_backbone(f"scratch:cnn?size={size}&width=32")
-    prefix = "features."
-    backbone.features.load_state_dict({k[len(prefix):]: v for k, v in control.weights.items() if k.startswith(prefix)})
+    if "proj" in w:  # the pixel model: principal components of the raw pixels, then its linear head
+        backbone = create_backbone(f"scratch:pixels?size={size}&components={w['proj'].shape[0]}")
+        backbone.load_state_dict({"mean": w["mean"], "proj": w["proj"]})
+        head_w, head_b = w["head.weight"], w["head.bias"]
+    else:
+        backbone = create_backbone(f"scratch:cnn?size={size}&width=32")
+        prefix = "features."
+        backbone.features.load_state_dict({k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)})
+        head_w, head_b = w["head.1.weight"], w["head.1.bias"]
     head = linear_head(backbone.feature_dim, len(ds.classes))
-    head.load_state_dict({"weight": control.weights["head.1.weight"], "bias": control.weights["head.1.bias"]})
+    head.load_state_dict({"weight": head_w, "bias": head_b})
     backbone.mark_changed(full=True)
     backbone.freeze()
     return TransferModel(backbone, head, ds.classes).eval()

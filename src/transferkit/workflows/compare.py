@@ -332,8 +332,8 @@ def scratch_choice(
     seed: int,
 ) -> tuple[dict[str, Any], TransferModel | None] | None:
     """For ``--strategy auto``: when the from-scratch control's mean validation accuracy beats every transfer rung's
-    by more than one standard error (``scratch_beats``), the control's first-seed model, if it can be saved (the
-    image classes' small CNN), and what was decided in words; None when the control did not win."""
+    by more than one standard error (``scratch_beats``), the control's first-seed model, if it can be saved (image
+    classes' controls can: ``control_model``), and what was decided in words; None when the control did not win."""
     scores = [r["val_accuracy"] for r in runs if r["model"] == SCRATCH]
     if not scores or any(v is None for v in scores):
         return None
@@ -346,7 +346,7 @@ def scratch_choice(
            f"error over {val_items} validation predictions (negative transfer)")
     if isinstance(made, str):
         return {"kept": False, "text": f"{won}; {made}, so the saved model is `{best}`"}, None
-    return {"kept": True, "text": f"{won}; the saved model is the control (`scratch:cnn`, seed {seed})"}, made
+    return {"kept": True, "text": f"{won}; the saved model is the control (`{made.backbone.spec}`, seed {seed})"}, made
 
 
 def compare_record(res: CompareResult) -> dict[str, Any]:

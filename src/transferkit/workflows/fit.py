@@ -138,9 +138,9 @@ def fit(
     (beside the feature cache), so a rerun with another strategy or backbone trains it at most once more.
     ``strategy="auto"`` runs the ladder rungs that fit ``budget`` (see ``transferkit.workflows.auto``), each over
     ``seeds`` seeds from ``seed`` on, against the control, and keeps the rung with the best mean validation
-    accuracy, or the control itself (its small CNN, as ``scratch:cnn``) when the control beats every rung on
-    validation by more than one standard error; options go to every rung that has them (an option no rung has is
-    an error).
+    accuracy, or, for image classes, the control itself (``scratch:cnn`` or ``scratch:pixels``) when the control
+    beats every rung on validation by more than one standard error; options go to every rung that has them (an
+    option no rung has is an error).
     ``log="tensorboard"`` also writes each epoch's losses, validation accuracy and learning rates as TensorBoard
     scalars to ``out/tensorboard``.
     ``calibrate`` fits a softmax temperature on the validation split and saves it with the model (its
