@@ -41,31 +41,33 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-class ScratchCNNBackbone(Backbone):
-    """``scratch:cnn[?size=32&width=32]``: ``SmallCNN``'s convolutional features from a seeded random init, as a
-    backbone, so that a small model trained from zero (a distillation student) saves, loads and predicts like any
-    other; ``size`` is the input side in pixels."""
+class _SquashedImages(Backbone):
+    """A small image network from zero: images squashed to ``size`` x ``size`` (bilinear), then ``(x - mean) / std``
+    per channel."""
 
-    def __init__(self, spec: str, size: int, width: int) -> None:
-        pre = ImagePreprocess(
-            input_size=(3, size, size),
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-            interpolation="bilinear",
-            crop_pct=1.0,
-            crop_mode="squash",
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            net = SmallCNN(num_classes=1, width=width, dropout=0.0)
-        super().__init__(spec, "image", net.num_features, pre, pretrained=False)
-        self.features = net.features
+    def __init__(self, spec: str, size: int, feature_dim: int, mean: float, std: float) -> None:
+        pre = ImagePreprocess(input_size=(3, size, size), mean=(mean,) * 3, std=(std,) * 3, interpolation="bilinear",
+                              crop_pct=1.0, crop_mode="squash")
+        super().__init__(spec, "image", feature_dim, pre, pretrained=False)
         self._transform = BatchImageTransform(pre.transform())
 
     def prepare(
         self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return prepare_images(self._transform, items, augment, generator, scale=(0.8, 1.0)).contiguous()
+
+
+class ScratchCNNBackbone(_SquashedImages):
+    """``scratch:cnn[?size=32&width=32]``: ``SmallCNN``'s convolutional features from a seeded random init, as a
+    backbone, so that a small model trained from zero (a distillation student) saves, loads and predicts like any
+    other; ``size`` is the input side in pixels."""
+
+    def __init__(self, spec: str, size: int, width: int) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = SmallCNN(num_classes=1, width=width, dropout=0.0)
+        super().__init__(spec, size, net.num_features, 0.5, 0.5)
+        self.features = net.features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -74,25 +76,17 @@ class ScratchCNNBackbone(Backbone):
         return [m for m in self.features if any(True for _ in m.parameters())]
 
 
-class PixelPCABackbone(Backbone):
+class PixelPCABackbone(_SquashedImages):
     """``scratch:pixels?size=32&components=K``: an image's raw pixels (``size`` px, in [0, 1]) projected on K
     principal directions, as the pixel model of the from-scratch control fits them; the mean and the directions
     are weights (zero until a saved model or the control fills them), so the control saves and predicts like any
     other model."""
 
     def __init__(self, spec: str, size: int, components: int) -> None:
-        pre = ImagePreprocess(input_size=(3, size, size), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                              interpolation="bilinear", crop_pct=1.0, crop_mode="squash")
-        super().__init__(spec, "image", components, pre, pretrained=False)
+        super().__init__(spec, size, components, 0.0, 1.0)
         dim = 3 * size * size
         self.mean = nn.Parameter(torch.zeros(dim), requires_grad=False)
         self.proj = nn.Parameter(torch.zeros(components, dim), requires_grad=False)
-        self._transform = BatchImageTransform(pre.transform())
-
-    def prepare(
-        self, items: Sequence[Any], augment: bool = False, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        return prepare_images(self._transform, items, augment, generator, scale=(0.8, 1.0)).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.flatten(1) - self.mean) @ self.proj.T
