@@ -165,7 +165,7 @@ def test_bad_export_and_onnx_predict_inputs_exit_2(text_model_dir, tmp_path):
     _fails(runner.invoke(app, ["export", str(text_model_dir), "--onnx", str(tmp_path / "m.txt")]),
            "must end in .onnx")
     _fails(runner.invoke(app, ["export", str(text_model_dir), "--onnx", str(tmp_path / "no" / "m.onnx")]),
-           "is not a writable folder")
+           "that folder does not exist (create it first)")
     _fails(runner.invoke(app, ["predict", "--onnx", str(out), "x"]), "has no m.onnx.json beside it")
     _fails(runner.invoke(app, ["predict", str(out), "x"]), "is an ONNX file: add --onnx")
     _fails(runner.invoke(app, ["predict", "--onnx", str(tmp_path / "ghost.onnx"), "x"]), "ghost.onnx does not exist")

@@ -131,7 +131,10 @@ def export_onnx(
     taken = [p for p in targets if p.exists()]
     if taken and not overwrite:
         raise TransferkitError(f"{taken[0]} exists; pass --overwrite to replace it.")
-    if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+    if not path.parent.is_dir():
+        raise TransferkitError(f"Cannot write {path.name} into {path.parent}: that folder does not exist (create it "
+                               "first).")
+    if not os.access(path.parent, os.W_OK):
         raise TransferkitError(f"Cannot write into {path.parent}: it is not a writable folder.")
     pre = model.backbone.preprocess.to_dict()
     if not text and (pre["crop_mode"] not in ("squash", "center") or
