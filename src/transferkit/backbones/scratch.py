@@ -107,14 +107,7 @@ def create_scratch_backbone(name: str, options: dict[str, str]) -> Backbone:
         return _pixels(options)
     if name != "cnn":
         raise TransferkitError(f"Unknown scratch network {name!r}; known: cnn, pixels.")
-    known = {"size", "width"}
-    if set(options) - known:
-        raise TransferkitError(f"Unknown option(s) for scratch:cnn: {', '.join(sorted(set(options) - known))}. "
-                               "Known: size, width.")
-    try:
-        size, width = int(options.get("size", 32)), int(options.get("width", 32))
-    except ValueError:
-        raise TransferkitError("scratch:cnn options size and width must be whole numbers.") from None
+    size, width = _int_options("cnn", options, {"size": 32, "width": 32})
     if not 8 <= size <= 512 or not 4 <= width <= 256:
         raise TransferkitError(f"scratch:cnn: size must be 8-512 pixels and width 4-256 (got {size}, {width}).")
     spec = f"scratch:cnn?size={size}&width={width}"
@@ -122,15 +115,20 @@ def create_scratch_backbone(name: str, options: dict[str, str]) -> Backbone:
 
 
 def _pixels(options: dict[str, str]) -> Backbone:
-    known = {"size", "components"}
-    if set(options) - known:
-        raise TransferkitError(f"Unknown option(s) for scratch:pixels: {', '.join(sorted(set(options) - known))}. "
-                               "Known: size, components.")
-    try:
-        size, components = int(options.get("size", 32)), int(options.get("components", 32))
-    except ValueError:
-        raise TransferkitError("scratch:pixels options size and components must be whole numbers.") from None
+    size, components = _int_options("pixels", options, {"size": 32, "components": 32})
     if not 8 <= size <= 512 or not 1 <= components <= 3 * size * size:
         raise TransferkitError(f"scratch:pixels: size must be 8-512 pixels and components 1-{3 * size * size} "
                                f"(got {size}, {components}).")
     return PixelPCABackbone(f"scratch:pixels?size={size}&components={components}", size, components)
+
+
+def _int_options(name: str, options: dict[str, str], defaults: dict[str, int]) -> list[int]:
+    """``scratch:<name>``'s whole-number options, in ``defaults``' order; unknown or non-numeric ones are errors."""
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TransferkitError(f"Unknown option(s) for scratch:{name}: {', '.join(unknown)}. "
+                               f"Known: {', '.join(defaults)}.")
+    try:
+        return [int(options.get(k, d)) for k, d in defaults.items()]
+    except ValueError:
+        raise TransferkitError(f"scratch:{name} options {' and '.join(defaults)} must be whole numbers.") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,9 +72,17 @@ class ControlResult:
     trainable_parameters: int
     wall_s: float
     info: dict[str, Any] = field(default_factory=dict)
-    weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    """The image classes' control as weights (see ``control_model``): the small CNN's state at its best validation
-    epoch, or the pixel model's mean, principal directions and head."""
+    stored_weights: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor] | None] | None = field(
+        default=None, repr=False)
+    """The weights, or how to read them from the control cache when asked (most runs never need them)."""
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor] | None:
+        """The image classes' control as weights (see ``control_model``): the small CNN's state at its best
+        validation epoch, or the pixel model's mean, principal directions and head."""
+        if callable(self.stored_weights):
+            self.stored_weights = self.stored_weights()
+        return self.stored_weights
 
 
 def _image_tensor(ds: Dataset, indices: np.ndarray, size: int) -> torch.Tensor:
@@ -362,27 +371,27 @@ def _image_control(
         common["work_budget_flops"] = config.work_budget
     if config.time_budget_s is not None:
         common["time_budget_s"] = config.time_budget_s
+    def stored(pick: Callable[[dict[str, Any]], Any]) -> Any:  # read from state.pt only if someone asks
+        return (lambda: pick(cache.state())) if cache.dir is not None else None
+
     if curve[best_epoch] > pixels[key]:  # the simpler model wins ties
-        if snapshots is None and cache.dir is not None:
-            snapshots = cache.state().get("best", {})
+        epoch = str(best_epoch)
         return ControlResult(
-            np.asarray(record["test_pred"][str(best_epoch)]),
+            np.asarray(record["test_pred"][epoch]),
             cnn_name,
             cnn_params,
             time.perf_counter() - t0,
             {key: curve[best_epoch], **common},
-            (snapshots or {}).get(str(best_epoch)),
+            snapshots.get(epoch) if snapshots is not None else stored(lambda st: st.get("best", {}).get(epoch)),
         )
     chosen = {k: pixels[k] for k in (("alpha", "components") if regressor else ("C",))}
-    if pixel_weights is None and cache.dir is not None and not regressor:
-        pixel_weights = cache.state().get("pixels")
     return ControlResult(
         np.asarray(pixels["test_pred"]),
         pixel_name,
         int(pixels["trainable_parameters"]),
         time.perf_counter() - t0,
         {key: pixels[key], **chosen, **common},
-        pixel_weights,
+        None if regressor else pixel_weights if pixel_weights is not None else stored(lambda st: st.get("pixels")),
     )
 
 

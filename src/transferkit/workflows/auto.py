@@ -190,7 +190,7 @@ def fit_auto(
     regression = ds.task == "regression"
     keys = [k for k, _ in METRICS[ds.task]]
     metrics = {"transfer": {k: pick[k] for k in keys}, "scratch": {k: control[k] for k in keys}}
-    if res.saved == SCRATCH:  # the saved model is the control's CNN: its test metrics as predict computes them
+    if res.saved == SCRATCH:  # the saved model is the control's: its test metrics as predict computes them
         y_test = ds.targets[res.test[0]]
         metrics["saved"] = classification_metrics(y_test, np.asarray(res.test[1]).argmax(1), len(ds.classes))
     rows = [
